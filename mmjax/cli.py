@@ -1,0 +1,35 @@
+"""Flags and start-up shared by the launch/ scripts (absl + ml_collections config files)."""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(workdir_help: str) -> None:
+  """--config (path[:variant], every field overridable as --config.a.b=value; unknown keys and
+  wrong types fail at parse time), --workdir and the multi-host flags."""
+  config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, workdir_help + " Default: ./workdir/<config name>.")
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-host).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+  flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+  flags.mark_flag_as_required("config")
+
+
+def initialize_distributed() -> None:
+  from mmjax import distributed  # pylint: disable=import-outside-toplevel
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+
+
+def workdir() -> str:
+  """--workdir, or ./workdir/<config file stem>[_<variant>]."""
+  if FLAGS.workdir:
+    return FLAGS.workdir
+  spec = FLAGS["config"].serialize().split("=", 1)[-1]
+  path, _, variant = spec.partition(":")
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("workdir", f"{stem}_{variant}" if variant else stem)

@@ -1,0 +1,307 @@
+"""A synthetic YouTube-8M dataset in the real frame-level TFRecord format.
+
+The data are built so that a model must use time and both modalities:
+
+* Each labelled class owns a "concept": a fixed random direction (prototype) in the video
+  feature space, in the audio feature space, or in both. A concept occurrence adds its
+  prototype to the frames of a random segment (10-30 % of the video, random offset) of
+  otherwise noisy frames (per-frame Gaussian noise plus a small per-video offset).
+* Three kinds of classes (about a third each):
+  video-only: positive iff its video concept occurs;
+  audio-only: positive iff its audio concept occurs;
+  audio-visual: positive iff its video concept AND its audio concept both occur. Decoy
+  videos carry only one of the two (video alone or audio alone) and are negative, so
+  neither modality alone predicts these classes (P(positive | one half) is about 1/2).
+  Measured on the default sizes with a small max-pooling MLP (300 steps, batch 32): held-out
+  GAP 0.96 with both modalities (mean AP of audio-visual classes 0.91), 0.59 / 0.63 with
+  video / audio only (audio-visual AP 0.55); the class-prior baseline has GAP 0.022.
+* 1-4 positive classes per video, drawn uniformly from `num_labelled_classes` class ids
+  spread over [0, num_classes) (a fixed random subset).
+
+Features are quantized like the release (`q = round((clip(x, -2, 2) + 2) * 255/4)`) and
+written as `tf.train.SequenceExample`s: context `id` (bytes) and `labels` (int64 list), feature
+lists `rgb` and `audio` with one bytes value of 1024 / 128 uint8 per frame.
+
+Files written in `directory`:
+  train-XXXXX-of-YYYYY.tfrecord, validate-XXXXX-of-YYYYY.tfrecord  the records;
+  taxonomy.csv            `class_index,level,name` (with a header line) for labelled classes;
+  synthetic_meta.npz      generation metadata (concepts present per video, class kinds);
+  synthetic.json          the settings, written last: marks the directory complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
+
+from mmjax.data import tfrecord
+from mmjax.data.youtube8m import quantize
+
+GENERATOR_VERSION = 1
+MARKER_FILE = "synthetic.json"
+TAXONOMY_FILE = "taxonomy.csv"
+META_FILE = "synthetic_meta.npz"
+
+VIDEO_ONLY, AUDIO_ONLY, AUDIO_VISUAL = 0, 1, 2
+KIND_NAMES = ("video", "audio", "audiovisual")
+
+# Signal model (in dequantized units; features live in [-2, 2]).
+_NOISE_STD = 0.5  # per frame and dimension
+_VIDEO_OFFSET_STD = 0.1  # per video and dimension, constant over frames
+_CONCEPT_NORM = 5.0  # prototype norm; along it, per-frame noise std ~0.5: SNR ~10
+_SEGMENT_FRACTION = (0.1, 0.3)  # concept segment length, as a fraction of the video
+_FRAMES_PER_CHUNK = 16384  # frames generated at once (memory: ~80 MB float32 for rgb)
+
+
+class SyntheticFiles(NamedTuple):
+  """Paths of a written synthetic dataset."""
+  train_pattern: str
+  eval_pattern: str
+  taxonomy_file: str
+  meta_file: str
+
+
+def synthetic_files(directory: str) -> SyntheticFiles:
+  """The file patterns and paths of a synthetic dataset in `directory`."""
+  return SyntheticFiles(
+      train_pattern=os.path.join(directory, "train-*-of-*.tfrecord"),
+      eval_pattern=os.path.join(directory, "validate-*-of-*.tfrecord"),
+      taxonomy_file=os.path.join(directory, TAXONOMY_FILE),
+      meta_file=os.path.join(directory, META_FILE))
+
+
+def is_complete(directory: str, settings: dict | None = None) -> bool:
+  """Whether `directory` holds a finished synthetic dataset (with these `settings`)."""
+  try:
+    with open(os.path.join(directory, MARKER_FILE)) as f:
+      marker = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return settings is None or marker.get("settings") == settings
+
+
+class _World:
+  """The fixed concepts of a synthetic dataset: labelled classes, kinds, prototypes."""
+
+  def __init__(self, rng: np.random.Generator, num_classes: int, num_labelled: int,
+               feature_sizes: Sequence[int]):
+    self.num_labelled = num_labelled
+    self.classes = np.sort(rng.choice(num_classes, num_labelled, replace=False)).astype(np.int64)
+    num_av = num_labelled // 3
+    num_video = (num_labelled - num_av + 1) // 2
+    kinds = np.array([VIDEO_ONLY] * num_video + [AUDIO_ONLY] * (num_labelled - num_av - num_video)
+                     + [AUDIO_VISUAL] * num_av)
+    self.kinds = rng.permutation(kinds)
+    self.levels = rng.permutation(np.arange(num_labelled) % 4)
+    self.prototypes = []
+    for size in feature_sizes:
+      p = rng.standard_normal((num_labelled, size)).astype(np.float32)
+      p *= _CONCEPT_NORM / np.linalg.norm(p, axis=1, keepdims=True)
+      self.prototypes.append(p)
+    self.has_video = self.kinds != AUDIO_ONLY
+    self.has_audio = self.kinds != VIDEO_ONLY
+    # Per-class decoy rate ~ 2x the positive rate (E[#labels] = 2.5): P(pos | one half) ~ 1/2.
+    self.decoy_prob = min(0.5, 2 * 2.5 / num_labelled)
+
+  def names(self) -> list[str]:
+    counters = [0, 0, 0]
+    names = []
+    for kind in self.kinds:
+      names.append(f"synthetic_{KIND_NAMES[kind]}_{counters[kind]:02d}")
+      counters[kind] += 1
+    return names
+
+
+def _draw_videos(world: _World, rng: np.random.Generator, num: int, min_frames: int,
+                 max_frames: int) -> dict[str, np.ndarray]:
+  """Draws labels, concept presence and lengths for `num` videos.
+
+  Returns:
+    'labels', 'video_concepts', 'audio_concepts': bool [num, L] (L labelled classes);
+    'num_frames': int64 [num].
+  """
+  n_lab = world.num_labelled
+  labels = np.zeros((num, n_lab), bool)
+  num_pos = rng.integers(1, min(4, n_lab) + 1, size=num)
+  for i in range(num):
+    labels[i, rng.choice(n_lab, num_pos[i], replace=False)] = True
+  video = labels & world.has_video
+  audio = labels & world.has_audio
+  # Decoys: audio-visual classes that are negative get one half only.
+  decoy = (~labels) & (world.kinds == AUDIO_VISUAL) & (rng.random((num, n_lab)) < world.decoy_prob)
+  decoy_video = rng.random((num, n_lab)) < 0.5
+  video |= decoy & decoy_video
+  audio |= decoy & ~decoy_video
+  num_frames = rng.integers(min_frames, max_frames + 1, size=num).astype(np.int64)
+  return {"labels": labels, "video_concepts": video, "audio_concepts": audio,
+          "num_frames": num_frames}
+
+
+def _features(world: _World, rng: np.random.Generator, present: np.ndarray, num_frames: np.ndarray,
+              modality: int) -> np.ndarray:
+  """Quantized features of consecutive videos, frames concatenated: uint8 [sum T, dim]."""
+  protos = world.prototypes[modality]
+  dim = protos.shape[1]
+  starts = np.concatenate([[0], np.cumsum(num_frames)])
+  x = rng.standard_normal((int(starts[-1]), dim), dtype=np.float32)
+  x *= np.float32(_NOISE_STD)
+  offsets = rng.standard_normal((len(num_frames), dim), dtype=np.float32)
+  offsets *= np.float32(_VIDEO_OFFSET_STD)
+  x += np.repeat(offsets, num_frames, axis=0)
+  lo, hi = _SEGMENT_FRACTION
+  for i, cls in zip(*np.nonzero(present)):
+    t = int(num_frames[i])
+    seg = int(rng.integers(max(1, round(lo * t)), max(1, round(hi * t)) + 1))
+    start = starts[i] + int(rng.integers(0, t - seg + 1))
+    x[start:start + seg] += protos[cls]
+  return quantize(x)
+
+
+def _serialize(video_id: str, labels: np.ndarray, rgb: np.ndarray, audio: np.ndarray,
+               id_key: str) -> bytes:
+  seq = tf_example.SequenceExample()
+  ctx = seq.context.feature
+  ctx[id_key].bytes_list.value.append(video_id.encode())
+  ctx["labels"].int64_list.value.extend(labels.tolist())
+  lists = seq.feature_lists.feature_list
+  for name, frames in (("rgb", rgb), ("audio", audio)):
+    fl = lists[name].feature
+    for row in frames:
+      fl.add().bytes_list.value.append(row.tobytes())
+  return seq.SerializeToString()
+
+
+def _records(world: _World, rng: np.random.Generator, videos: dict, lo: int, hi: int,
+             prefix: str, id_key: str, progress: Callable[[], None]) -> Iterator[bytes]:
+  """Serialized records of videos [lo, hi), generated in chunks of ~_FRAMES_PER_CHUNK frames."""
+  i = lo
+  while i < hi:
+    j = i + 1
+    total = int(videos["num_frames"][i])
+    while j < hi and total + videos["num_frames"][j] <= _FRAMES_PER_CHUNK:
+      total += int(videos["num_frames"][j])
+      j += 1
+    num_frames = videos["num_frames"][i:j]
+    rgb = _features(world, rng, videos["video_concepts"][i:j], num_frames, 0)
+    audio = _features(world, rng, videos["audio_concepts"][i:j], num_frames, 1)
+    starts = np.concatenate([[0], np.cumsum(num_frames)])
+    for k in range(j - i):
+      labels = world.classes[np.nonzero(videos["labels"][i + k])[0]]
+      sl = slice(starts[k], starts[k + 1])
+      yield _serialize(f"{prefix}{i + k:06d}", labels, rgb[sl], audio[sl], id_key)
+      progress()
+    i = j
+
+
+def make_settings(*, num_train: int, num_eval: int, num_classes: int, num_labelled_classes: int,
+                  min_frames: int, max_frames: int, num_shards: int, seed: int,
+                  feature_sizes: Sequence[int] = (1024, 128), id_key: str = "id") -> dict:
+  """The settings that determine a synthetic dataset (JSON-able; stored in synthetic.json)."""
+  return dict(version=GENERATOR_VERSION, num_train=int(num_train), num_eval=int(num_eval),
+              num_classes=int(num_classes), num_labelled_classes=int(num_labelled_classes),
+              min_frames=int(min_frames), max_frames=int(max_frames), num_shards=int(num_shards),
+              seed=int(seed), feature_sizes=[int(s) for s in feature_sizes], id_key=str(id_key))
+
+
+def write_synthetic_youtube8m(directory: str | os.PathLike, *, num_train: int, num_eval: int,
+                              num_classes: int, num_labelled_classes: int, min_frames: int,
+                              max_frames: int, num_shards: int, seed: int,
+                              feature_sizes: Sequence[int] = (1024, 128), id_key: str = "id",
+                              log: Callable[[str], None] = print) -> SyntheticFiles:
+  """Writes (or reuses) a synthetic frame-level YouTube-8M dataset in `directory`.
+
+  If `directory` already holds a complete dataset written with the same settings, nothing
+  is written. Each shard is written atomically; `synthetic.json` is written last.
+
+  Args:
+    directory: output directory (created if needed).
+    num_train: training videos (`train-*` shards).
+    num_eval: evaluation videos (`validate-*` shards).
+    num_classes: size of the label space; labels are a fixed subset of [0, num_classes).
+    num_labelled_classes: classes that actually occur (at least 3: one of each kind).
+    min_frames: minimum frames per video.
+    max_frames: maximum frames per video.
+    num_shards: files per split.
+    seed: random seed; the output is a deterministic function of all arguments.
+    feature_sizes: (video dim, audio dim) of the 'rgb' and 'audio' feature lists.
+    id_key: context key of the video id ('id' as in 2018 data; 'video_id' as in 2017).
+    log: progress printer.
+
+  Returns:
+    The file patterns and paths (`SyntheticFiles`).
+  """
+  directory = os.fspath(directory)
+  if not 3 <= num_labelled_classes <= num_classes:
+    raise ValueError(f"num_labelled_classes must be in [3, num_classes={num_classes}], got "
+                     f"{num_labelled_classes}")
+  if not 1 <= min_frames <= max_frames:
+    raise ValueError(f"need 1 <= min_frames ({min_frames}) <= max_frames ({max_frames})")
+  if len(feature_sizes) != 2:
+    raise ValueError(f"feature_sizes must be (video dim, audio dim), got {feature_sizes}")
+  if num_shards < 1 or num_train < 0 or num_eval < 0:
+    raise ValueError("num_shards must be >= 1 and num_train, num_eval >= 0")
+  settings = make_settings(num_train=num_train, num_eval=num_eval, num_classes=num_classes,
+                           num_labelled_classes=num_labelled_classes, min_frames=min_frames,
+                           max_frames=max_frames, num_shards=num_shards, seed=seed,
+                           feature_sizes=feature_sizes, id_key=id_key)
+  files = synthetic_files(directory)
+  if is_complete(directory, settings):
+    log(f"synthetic YouTube-8M: reusing {directory}")
+    return files
+  os.makedirs(directory, exist_ok=True)
+  start_time = time.time()
+  world_seq, train_seq, eval_seq = np.random.SeedSequence(int(seed)).spawn(3)
+  world = _World(np.random.default_rng(world_seq), num_classes, num_labelled_classes,
+                 feature_sizes)
+
+  total = num_train + num_eval
+  done = [0]
+  next_report = [max(1, total // 10)]
+
+  def progress():
+    done[0] += 1
+    if done[0] >= next_report[0] or done[0] == total:
+      log(f"synthetic YouTube-8M: {done[0]}/{total} records written "
+          f"({time.time() - start_time:.1f} s)")
+      next_report[0] += max(1, total // 10)
+
+  meta = {"labelled_classes": world.classes, "class_kind": world.kinds,
+          "class_level": world.levels}
+  for split, num, seq, prefix in (("train", num_train, train_seq, "syntr"),
+                                  ("validate", num_eval, eval_seq, "synva")):
+    rng = np.random.default_rng(seq)
+    videos = _draw_videos(world, rng, num, min_frames, max_frames)
+    for key, value in videos.items():
+      meta[f"{split}_{key}"] = value
+    bounds = np.linspace(0, num, num_shards + 1).round().astype(int)
+    for shard in range(num_shards):
+      path = os.path.join(directory, f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord")
+      tfrecord.write_tfrecord(path, _records(world, rng, videos, bounds[shard], bounds[shard + 1],
+                                             prefix, id_key, progress))
+
+  _atomic_write_text(files.taxonomy_file, "class_index,level,name\n" + "".join(
+      f"{c},{lvl},{name}\n" for c, lvl, name in zip(world.classes, world.levels, world.names())))
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+  with os.fdopen(fd, "wb") as f:
+    np.savez(f, **meta)
+  os.chmod(tmp, 0o644)
+  os.replace(tmp, files.meta_file)
+  _atomic_write_text(os.path.join(directory, MARKER_FILE), json.dumps(
+      {"settings": settings, "seconds": round(time.time() - start_time, 2)}, indent=2))
+  log(f"synthetic YouTube-8M: wrote {num_train} train + {num_eval} eval videos to {directory} in "
+      f"{time.time() - start_time:.1f} s")
+  return files
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
+  os.replace(tmp, path)

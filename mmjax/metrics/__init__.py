@@ -1,0 +1,19 @@
+"""Evaluation metrics (YouTube-8M GAP / MAP / PERR / Hit@1)."""
+
+from mmjax.metrics.taxonomy import load_taxonomy
+from mmjax.metrics.youtube8m import Youtube8mMetrics
+from mmjax.metrics.youtube8m import error_rates
+from mmjax.metrics.youtube8m import gap
+from mmjax.metrics.youtube8m import hit_at_1
+from mmjax.metrics.youtube8m import mean_ap
+from mmjax.metrics.youtube8m import perr
+
+__all__ = [
+    'Youtube8mMetrics',
+    'error_rates',
+    'gap',
+    'hit_at_1',
+    'load_taxonomy',
+    'mean_ap',
+    'perr',
+]

@@ -1,0 +1,61 @@
+"""NetVLAD pooling and context gating (Arandjelovic et al. 2016; Miech et al. 2017, WILLOW).
+
+DESIGN.md 4.3: soft assignment a = softmax(BN(x W)); vlad_k = sum_t a_tk x_t - (sum_t a_tk) c_k
+with learned centers c_k; intra-normalisation (L2 over features per cluster), flatten, global L2.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_EPS = 1e-12
+
+
+def l2_normalize(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
+  """x / max(||x||_2, eps) along `axis` (tf.nn.l2_normalize semantics)."""
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
+
+
+class NetVLAD(nn.Module):
+  """Masked NetVLAD over a padded frame sequence.
+
+  Attributes:
+    num_clusters: K, number of learned centers.
+
+  Call args:
+    x: [batch, frames, dim] frame features.
+    mask: [batch, frames], 1 for real frames. Padded frames get zero assignment and are excluded
+      from the batch-norm statistics, so padding never reaches the output.
+    train: batch statistics (True) or running averages (False) in the assignment batch norm.
+
+  Returns:
+    [batch, K * dim] globally L2-normalised VLAD descriptor.
+  """
+  num_clusters: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    dim = x.shape[-1]
+    logits = nn.Dense(self.num_clusters, use_bias=False, name="assignment")(x)
+    bn_mask = jnp.broadcast_to(mask[..., None] > 0, logits.shape)
+    logits = nn.BatchNorm(use_running_average=not train, momentum=0.99, name="assignment_bn")(
+        logits, mask=bn_mask)
+    assign = jax.nn.softmax(logits, axis=-1) * mask[..., None].astype(x.dtype)  # [B, T, K]
+    centers = self.param("centers", nn.initializers.normal(dim ** -0.5), (self.num_clusters, dim))
+    weighted_sum = jnp.einsum("btk,btd->bkd", assign, x)  # sum_t a_tk x_t
+    assign_mass = jnp.sum(assign, axis=1)[..., None]  # sum_t a_tk, [B, K, 1]
+    vlad = weighted_sum - assign_mass * centers[None]  # [B, K, D]
+    vlad = l2_normalize(vlad, axis=-1)  # intra-normalisation
+    vlad = vlad.reshape(vlad.shape[0], -1)
+    return l2_normalize(vlad, axis=-1)
+
+
+class ContextGating(nn.Module):
+  """Context gating (Miech et al. 2017): y = h * sigmoid(BN(h W)).  [batch, dim] -> [batch, dim]."""
+
+  @nn.compact
+  def __call__(self, h: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    gates = nn.Dense(h.shape[-1], use_bias=False, name="gate")(h)
+    gates = nn.BatchNorm(use_running_average=not train, momentum=0.99, name="gate_bn")(gates)
+    return h * jax.nn.sigmoid(gates)

@@ -1,0 +1,89 @@
+"""YouTube-8M multi-label video categorization (seed 001 baselines).
+
+Binds: mmjax.data (TFRecord pipelines, synthetic default), mmjax.models.video_classifier,
+the starter code's summed sigmoid cross-entropy, and the GAP/MAP/PERR/Hit@1 evaluator (overall and
+per taxonomy level when config.data.taxonomy_file is set or the synthetic data provides one).
+"""
+
+import os
+
+import jax
+import numpy as np
+
+from mmjax import losses, metrics
+from mmjax.data import pipeline
+from mmjax.models.video_classifier import build_video_classifier
+from mmjax.tasks import register
+
+
+@register("youtube8m")
+class Youtube8mTask:
+  """See mmjax.tasks for the interface."""
+
+  def __init__(self, config):
+    self.config = config
+    self.data_config = config.data
+    if config.data.level not in ("frame", "video"):
+      raise ValueError(f"config.data.level={config.data.level!r}; expected 'frame' or 'video'")
+    self.num_frames = 1 if config.data.level == "video" else config.data.max_frames
+    self.feature_names = ("rgb", "audio")
+    self.model = build_video_classifier(
+        config.model, feature_names=self.feature_names, num_classes=config.data.num_classes,
+        max_frames=self.num_frames)
+    self._class_levels = None
+
+  def prepare(self, log=print) -> None:
+    """Resolves the data patterns (writing the synthetic default once if none are given)."""
+    data_config = self.config.data.copy_and_resolve_references()
+    with data_config.unlocked():
+      train_pattern, eval_pattern = pipeline.resolve_data_patterns(data_config, log=log)
+      data_config.train_pattern, data_config.eval_pattern = train_pattern, eval_pattern
+      taxonomy = data_config.taxonomy_file
+      if not taxonomy and not self.config.data.train_pattern:
+        candidate = os.path.join(os.path.dirname(train_pattern), "taxonomy.csv")
+        taxonomy = candidate if os.path.exists(candidate) else ""
+    self.data_config = data_config
+    if taxonomy:
+      self._class_levels = metrics.load_taxonomy(taxonomy, self.config.data.num_classes)
+
+  def example_batch(self, batch_size: int):
+    sizes = dict(zip(self.feature_names, self.config.data.feature_sizes))
+    batch = {name: np.zeros((batch_size, self.num_frames, size), np.float32)
+             for name, size in sizes.items()}
+    batch["mask"] = np.ones((batch_size, self.num_frames), np.float32)
+    batch["labels"] = np.zeros((batch_size, self.config.data.num_classes), np.float32)
+    batch["weight"] = np.ones((batch_size,), np.float32)
+    return batch
+
+  def loss(self, logits, batch):
+    loss = losses.multilabel_sigmoid_cross_entropy(logits, batch["labels"], batch["weight"])
+    return loss, {}
+
+  def predictions(self, logits):
+    return jax.nn.sigmoid(logits)
+
+  def train_dataset(self, batch_size, seed, process_index, process_count):
+    return pipeline.make_train_dataset(self.data_config, batch_size=batch_size, seed=seed,
+                                       process_index=process_index,
+                                       process_count=process_count)
+
+  def eval_dataset(self, batch_size, process_index, process_count):
+    return pipeline.make_eval_dataset(self.data_config, batch_size=batch_size,
+                                      process_index=process_index, process_count=process_count)
+
+  def new_evaluator(self):
+    return _Evaluator(metrics.Youtube8mMetrics(self.config.data.num_classes, top_k=20,
+                                               class_levels=self._class_levels))
+
+
+class _Evaluator:
+  """Adapts the metrics accumulator to (predictions, batch) updates."""
+
+  def __init__(self, accumulator):
+    self._accumulator = accumulator
+
+  def update(self, predictions, batch):
+    self._accumulator.update(predictions, batch["labels"], batch["weight"])
+
+  def compute(self):
+    return self._accumulator.compute()

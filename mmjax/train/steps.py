@@ -1,0 +1,99 @@
+"""Sharded state creation and the jit-compiled train / eval steps.
+
+Every function here is pure given (task, optimizer, mesh, rules): one `jax.jit` per step with
+explicit in/out shardings over the mesh; batches are sharded over the 'data' axis.
+"""
+
+from typing import Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmjax import parallel
+from mmjax.train.state import TrainState, step_rng
+
+
+def init_variables(task, seed: int):
+  """model.init on a 1-example batch; returns the flax variables dict."""
+  rngs = {"params": jax.random.PRNGKey(seed), "dropout": jax.random.PRNGKey(seed + 1)}
+  batch = task.example_batch(1)
+  return task.model.init(rngs, batch, train=False)
+
+
+def state_initializer(task, tx: optax.GradientTransformation, seed: int
+                      ) -> Callable[[], TrainState]:
+  """A function building the step-0 TrainState (jit it, or jax.eval_shape it for shapes)."""
+  def init() -> TrainState:
+    variables = init_variables(task, seed)
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), rng=jax.random.PRNGKey(seed + 2))
+  return init
+
+
+def abstract_train_state(task, tx, mesh, rules, seed: int) -> Tuple[TrainState, TrainState]:
+  """(ShapeDtypeStruct state, state shardings) without allocating anything."""
+  abstract = jax.eval_shape(state_initializer(task, tx, seed))
+  return abstract, state_shardings(abstract, mesh, rules)
+
+
+def create_train_state(task, tx: optax.GradientTransformation, mesh, rules, seed: int
+                       ) -> Tuple[TrainState, TrainState]:
+  """Initialises the state directly into its shardings. Returns (state, state_shardings)."""
+  _, shardings = abstract_train_state(task, tx, mesh, rules, seed)
+  state = jax.jit(state_initializer(task, tx, seed), out_shardings=shardings)()
+  return state, shardings
+
+
+def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
+  """Parameters and their optimizer moments by rules; everything else replicated.
+
+  Optimizer-state leaves are matched by the parameter path they mirror (optax keeps the params
+  tree inside mu/nu), so Adam's moments are partitioned exactly like their parameters.
+  """
+  param_rules = [(r"(?:.*/)?" + pattern.lstrip("^"), spec) for pattern, spec in rules]
+  return TrainState(
+      step=parallel.replicated(mesh),
+      params=parallel.tree_shardings(abstract_state.params, param_rules, mesh),
+      model_state=parallel.tree_shardings(abstract_state.model_state, (), mesh),
+      opt_state=parallel.tree_shardings(abstract_state.opt_state, param_rules, mesh),
+      rng=parallel.replicated(mesh))
+
+
+def make_train_step(task, tx, mesh, shardings: TrainState) -> Callable:
+  """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', ...}); donates the state."""
+  mutable = list(shardings.model_state.keys())
+
+  def train_step(state: TrainState, batch):
+    def loss_fn(params):
+      variables = {"params": params, **state.model_state}
+      outputs, new_model_state = task.model.apply(
+          variables, batch, train=True, rngs={"dropout": step_rng(state)}, mutable=mutable)
+      loss, aux = task.loss(outputs, batch)
+      return loss, (new_model_state, aux)
+
+    (loss, (new_model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              model_state=dict(new_model_state), opt_state=opt_state)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return new_state, metrics
+
+  return jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                 out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
+def make_eval_step(task, mesh, shardings: TrainState) -> Callable:
+  """jit(eval_step)(state, batch) -> (predictions, batch) replicated on every process, so each
+  process can feed the global batch to its (host-side) evaluator."""
+  def eval_step(state: TrainState, batch):
+    variables = {"params": state.params, **state.model_state}
+    outputs = task.model.apply(variables, batch, train=False)
+    return task.predictions(outputs), batch
+
+  return jax.jit(eval_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                 out_shardings=parallel.replicated(mesh))

@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests run on the CPU; the sharding tests spawn subprocesses with 8 fake
+devices (XLA_FLAGS must be set before jax starts, so not in this process)."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+  """One synthetic-data cache for the whole session (datasets are written once, reused)."""
+  path = tmp_path_factory.mktemp("mmjax_cache")
+  os.environ["MMJAX_CACHE"] = str(path)
+  return str(path)
+
+
+def load_config(name: str, variant: str = ""):
+  """configs/<name>.py get_config(variant)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)

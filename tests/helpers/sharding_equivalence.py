@@ -1,0 +1,54 @@
+"""Run a few train steps of a tiny config on a 4x2 mesh over 8 (fake CPU) devices and on a single
+device; print a JSON summary. Invoked by tests/test_sharding.py with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 (must be set before jax starts)."""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, sys.argv[1])  # the tests directory
+from conftest import load_config  # pylint: disable=wrong-import-position
+
+from mmjax import parallel  # pylint: disable=wrong-import-position
+from mmjax.tasks import get_task  # pylint: disable=wrong-import-position
+from mmjax.train.optimizer import build_optimizer  # pylint: disable=wrong-import-position
+from mmjax.train.steps import create_train_state, make_train_step  # pylint: disable=wrong-import-position
+
+
+def run(config, devices, mesh_axes, batches):
+  mesh = parallel.make_mesh(mesh_axes, devices=devices)
+  task = get_task(config)
+  task.prepare(lambda *a: None)
+  tx = build_optimizer(config.optimizer)
+  state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
+  step = make_train_step(task, tx, mesh, shardings)
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, parallel.global_batch(batch, mesh))
+    losses.append(float(metrics["loss"]))
+  specs = {parallel.path_to_str(p): str(s.spec) for p, s in
+           jax.tree_util.tree_flatten_with_path(shardings.params)[0]}
+  params = jax.tree.map(np.asarray, state.params)
+  return losses, params, specs
+
+
+def main():
+  model_name, fusion = sys.argv[2], sys.argv[3]
+  config = load_config("ytb8m", "tiny")
+  config.model.name, config.model.fusion = model_name, fusion
+  task = get_task(config)
+  task.prepare(lambda *a: None)
+  iterator = iter(task.train_dataset(config.batch_size, config.seed, 0, 1))
+  batches = [next(iterator) for _ in range(4)]
+  sharded = run(config, jax.devices(), [("data", 4), ("model", 2)], batches)
+  single = run(config, jax.devices()[:1], [("data", 1), ("model", 1)], batches)
+  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), sharded[1], single[1])
+  print(json.dumps({"devices": jax.device_count(), "losses_sharded": sharded[0],
+                    "losses_single": single[0], "max_param_diff": max(jax.tree.leaves(diffs)),
+                    "specs": sharded[2]}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,29 @@
+"""Sharded training equals single-device training: 8 fake CPU devices as a 4 x 2 (data x model)
+mesh, parameters partitioned by the config's rules (NetVLAD's hidden kernel over both axes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize("model,fusion", [("netvlad", "late"), ("transformer", "early")])
+def test_4x2_mesh_matches_one_device(model, fusion, cache_dir):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             MMJAX_CACHE=cache_dir, JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, os.path.join(TESTS, "helpers", "sharding_equivalence.py"), TESTS, model,
+       fusion], env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["devices"] == 8
+  for sharded, single in zip(summary["losses_sharded"], summary["losses_single"]):
+    assert abs(sharded - single) <= 1e-5 * max(1.0, abs(single)), summary
+  assert summary["max_param_diff"] < 1e-5, summary
+  if model == "netvlad":
+    assert summary["specs"]["rgb_tower/netvlad_hidden/kernel"] == "PartitionSpec('data', 'model')"
+    assert summary["specs"]["classifier/kernel"] == "PartitionSpec(None, 'model')"
