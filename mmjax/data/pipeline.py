@@ -248,28 +248,51 @@ def _pattern(data_config: Any, key: str) -> str:
 # Datasets.
 
 
-def train_entries(index: RecordIndex, *, seed: int, process_index: int,
-                  process_count: int) -> grain.MapDataset:
+class _BlockShard(grain.MapDataset):
+  """Process p's view of a global stream cut into global batches of `block * count` entries:
+  position i maps to global position (i // block) * block * count + p * block + i % block."""
+
+  def __init__(self, parent: grain.MapDataset, *, block: int, index: int, count: int):
+    super().__init__(parent)
+    self._block, self._index, self._count = block, index, count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return self.slice(i)
+    step, offset = divmod(i, self._block)
+    return self._parent[(step * self._count + self._index) * self._block + offset]
+
+  def __str__(self) -> str:
+    return f"BlockShard(block={self._block}, index={self._index}, count={self._count})"
+
+
+def train_entries(index: RecordIndex, *, seed: int, process_index: int, process_count: int,
+                  batch_size: int) -> grain.MapDataset:
   """The infinite sequence of index entries that one process reads in training.
 
-  Epoch e is a global permutation of all records (seeded by `seed` and e); process p of P
-  takes its positions p, p + P, p + 2P, ...: disjoint across processes, covering the epoch.
+  The global stream is epoch after epoch of global permutations of all records (epoch e seeded
+  by `seed` and e). It is cut into global batches of batch_size * process_count entries, and
+  process p reads the p-th block of batch_size entries of each: the processes read disjoint
+  records, and the global batch (the concatenation of the process batches in process order) is
+  exactly the batch a single process would read with the global batch size. Results therefore do
+  not depend on the number of processes.
 
   Args:
     index: the global record index.
     seed: shuffle seed.
     process_index: this process.
     process_count: number of processes.
+    batch_size: examples per batch of this process.
 
   Returns:
-    A `grain.MapDataset` of int64 [4] entries (see `RecordIndex`), of length sys.maxsize;
-    this process's epoch e is positions [e * n, (e + 1) * n) with
-    n = ceil((len(index) - process_index) / process_count).
+    A `grain.MapDataset` of int64 [4] entries (see `RecordIndex`).
   """
   ds = grain.MapDataset.source(index.entries)
-  ds = ds.shuffle(seed=_shuffle_seed(seed))
-  ds = ds.slice(slice(process_index, None, process_count))
-  return ds.repeat()
+  ds = ds.shuffle(seed=_shuffle_seed(seed)).repeat()
+  return _BlockShard(ds, block=batch_size, index=process_index, count=process_count)
 
 
 def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
@@ -314,7 +337,8 @@ def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
   if len(index) < process_count:
     raise ValueError(f"{pattern}: {len(index)} records for {process_count} processes: every "
                      "process needs at least one")
-  ds = train_entries(index, seed=seed, process_index=process_index, process_count=process_count)
+  ds = train_entries(index, seed=seed, process_index=process_index, process_count=process_count,
+                     batch_size=batch_size)
   ds = ds.map(_ReadAndParse(index.files, spec, skip, counter))
   ds = ds.to_iter_dataset(_read_options(data_config, batch_size))  # drops None (skipped)
   ds = ds.batch(batch_size, drop_remainder=True, batch_fn=spec.collate)

@@ -5,8 +5,6 @@ the starter code's summed sigmoid cross-entropy, and the GAP/MAP/PERR/Hit@1 eval
 per taxonomy level when config.data.taxonomy_file is set or the synthetic data provides one).
 """
 
-import os
-
 import jax
 import numpy as np
 
@@ -35,16 +33,13 @@ class Youtube8mTask:
   def prepare(self, log=print) -> None:
     """Resolves the data patterns (writing the synthetic default once if none are given)."""
     data_config = self.config.data.copy_and_resolve_references()
+    patterns = pipeline.resolve_data_patterns(data_config, log=log)
     with data_config.unlocked():
-      train_pattern, eval_pattern = pipeline.resolve_data_patterns(data_config, log=log)
-      data_config.train_pattern, data_config.eval_pattern = train_pattern, eval_pattern
-      taxonomy = data_config.taxonomy_file
-      if not taxonomy and not self.config.data.train_pattern:
-        candidate = os.path.join(os.path.dirname(train_pattern), "taxonomy.csv")
-        taxonomy = candidate if os.path.exists(candidate) else ""
+      data_config.train_pattern, data_config.eval_pattern = patterns
     self.data_config = data_config
-    if taxonomy:
-      self._class_levels = metrics.load_taxonomy(taxonomy, self.config.data.num_classes)
+    if patterns.taxonomy_file:
+      self._class_levels = metrics.load_taxonomy(patterns.taxonomy_file,
+                                                 self.config.data.num_classes)
 
   def example_batch(self, batch_size: int):
     sizes = dict(zip(self.feature_names, self.config.data.feature_sizes))

@@ -1,0 +1,516 @@
+"""Measurements behind `launch/benchmark.py`: train step, input pipeline, metrics, memory.
+
+Each benchmark returns a flat dict of numbers (plus a few strings), so the launcher can print a
+table and one JSON line. What is timed, in short:
+
+* `train_step_benchmark`: the jit-compiled, sharded train step of `mmjax.train.steps` on random
+  batches in the real batch format: compile time (`lower` + `compile`), then steady-state
+  seconds per step (each step ends with `block_until_ready`) -> examples/s.
+* `input_pipeline_benchmark`: mmjax's grain training pipeline (`make_train_dataset`: read,
+  verify CRC, parse, dequantize, pad, batch) over TFRecord files -> records/s.
+* `tf_starter_benchmark`: the YouTube-8M starter code's way of reading the same files
+  (`tf.data.TFRecordDataset` -> `tf.io.parse_single_sequence_example` -> `tf.io.decode_raw`
+  -> cast -> dequantize), eagerly, record by record -> records/s. TensorFlow is imported
+  inside the function only; it is not a dependency of mmjax (`pip install mmjax[bench]`).
+* `metrics_benchmark`: `Youtube8mMetrics.update` over batches of random scores, then
+  `compute()`, e.g. at 128k videos x 3862 classes.
+* `peak_memory`: process peak RSS and, on GPU/TPU, the devices' peak bytes in use.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from mmjax import metrics as mm_metrics
+from mmjax import parallel
+from mmjax.data import pipeline
+from mmjax.data import tfrecord
+from mmjax.data import youtube8m
+from mmjax.tasks import get_task
+from mmjax.train.optimizer import build_optimizer
+from mmjax.train.steps import create_train_state
+from mmjax.train.steps import make_train_step
+from mmjax.train.trainer import check_batch_size
+
+MB = 2.0**20
+TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
+
+
+# -------------------------------------------------------------------------------------------
+# Hardware and memory.
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _total_ram_gib() -> float | None:
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2.0**30
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def hardware_description() -> str:
+  """One line describing the machine the numbers were measured on.
+
+  Returns:
+    e.g. 'cpu (cpu) x1 | CPU: AMD EPYC, 2 cores, 23.4 GiB RAM | jax 0.10.2': the JAX platform,
+    device kind and device count, the CPU model (from /proc/cpuinfo), the cores available to
+    this process, the RAM and the jax version.
+  """
+  devices = jax.devices()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  ram = _total_ram_gib()
+  ram_text = f", {ram:.1f} GiB RAM" if ram else ""
+  return (f"{devices[0].platform} ({devices[0].device_kind}) x{len(devices)} | CPU: "
+          f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}")
+
+
+_peak_before_reset = 0  # bytes: the largest peak RSS seen by `reset_peak_rss`
+
+
+def _ru_maxrss_bytes() -> int:
+  maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return maxrss * (1 if platform.system() == "Darwin" else 1024)  # bytes on macOS, else KiB
+
+
+def reset_peak_rss() -> bool:
+  """Resets the kernel's peak-RSS counter of this process (VmHWM), where Linux allows it.
+
+  The peak so far is remembered, so `peak_memory()['process_peak_rss_mb']` stays the
+  lifetime peak (on Linux the reset also lowers `ru_maxrss`).
+
+  Returns:
+    True if it was reset (then `peak_memory()['peak_rss_mb']` covers only what ran since).
+  """
+  global _peak_before_reset
+  _peak_before_reset = max(_peak_before_reset, _ru_maxrss_bytes(), _vm_hwm_bytes() or 0)
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
+def _vm_hwm_bytes() -> int | None:
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
+def peak_memory() -> dict[str, float]:
+  """Peak host and device memory of this process.
+
+  Returns:
+    'process_peak_rss_mb': the peak over the whole process lifetime
+      (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, and the peaks seen before any
+      `reset_peak_rss()`);
+    'peak_rss_mb': the kernel's VmHWM, i.e. the peak since the last `reset_peak_rss()` (equal
+      to the lifetime peak where it cannot be reset or read);
+    'device_peak_mb': on GPU/TPU, the largest `device.memory_stats()['peak_bytes_in_use']`
+      over the local devices (absent where the backend has no memory stats, e.g. CPU).
+  """
+  maxrss = _ru_maxrss_bytes()
+  hwm = _vm_hwm_bytes()
+  lifetime = max(maxrss, hwm or 0, _peak_before_reset)
+  out = {"process_peak_rss_mb": lifetime / MB, "peak_rss_mb": (hwm if hwm else maxrss) / MB}
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats()
+    except Exception:  # pylint: disable=broad-except
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(stats["peak_bytes_in_use"])
+  if peaks:
+    out["device_peak_mb"] = max(peaks) / MB
+  return out
+
+
+# -------------------------------------------------------------------------------------------
+# Train step.
+
+
+def random_batch(spec: youtube8m.RecordSpec, batch_size: int, rng: np.random.Generator, *,
+                 min_frames: int = 1, labels_per_video: int = 3) -> dict[str, np.ndarray]:
+  """A batch in the real format, made by `spec.collate` from random uint8 frame features.
+
+  Args:
+    spec: the record spec (feature sizes, num_classes, max_frames).
+    batch_size: examples.
+    rng: random generator.
+    min_frames: shortest video; lengths are uniform in [min_frames, max_frames].
+    labels_per_video: positive labels per video (at most num_classes).
+
+  Returns:
+    The batch dict (see `mmjax.data.pipeline`): dequantized float32 features, mask, labels,
+    weight.
+  """
+  examples = []
+  num_labels = min(labels_per_video, spec.num_classes)
+  for i in range(batch_size):
+    frames = int(rng.integers(min(min_frames, spec.num_frames), spec.num_frames + 1))
+    features = {name: rng.integers(0, 256, (frames, dim), dtype=np.uint8)
+                for name, dim in zip(spec.output_names, spec.feature_sizes)}
+    labels = rng.choice(spec.num_classes, num_labels, replace=False).astype(np.int64)
+    examples.append({"id": f"bench{i}", "labels": labels, "features": features})
+  return spec.collate(examples)
+
+
+def _cost(compiled) -> dict[str, float]:
+  """FLOPs / bytes accessed from XLA's cost analysis, and the compiled memory footprint."""
+  out = {}
+  try:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else None
+    if cost:
+      if cost.get("flops", 0) > 0:
+        out["flops_per_step"] = float(cost["flops"])
+      if cost.get("bytes accessed", 0) > 0:
+        out["bytes_accessed_per_step"] = float(cost["bytes accessed"])
+  except Exception:  # pylint: disable=broad-except
+    pass
+  try:
+    mem = compiled.memory_analysis()
+    if mem is not None:
+      out["compiled_temp_mb"] = mem.temp_size_in_bytes / MB
+      out["compiled_argument_mb"] = mem.argument_size_in_bytes / MB
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return out
+
+
+def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int, steps: int,
+                         warmup: int = 1, num_batches: int = 2) -> dict[str, Any]:
+  """Times the sharded train step of one late-fusion model on random batches.
+
+  Builds the task from `config` with model.name=`model_name`, model.fusion='late' and
+  data.max_frames=`frames`, the optimizer from `config.optimizer`, a mesh from `config.mesh`
+  over all devices and the train state and step of `mmjax.train.steps`. No files are read:
+  `num_batches` random batches (uint8 frame features dequantized by `RecordSpec.collate`,
+  lengths uniform in [frames/10, frames], 3 labels per video) are placed on the devices
+  beforehand and cycled.
+
+  Timed:
+    init_s: creating the sharded train state (includes compiling the initializer).
+    compile_s: `train_step.lower(state, batch).compile()`: tracing, lowering, XLA compile.
+    first_step_s: the first call of the compiled step (incl. block_until_ready).
+    then `warmup` untimed steps, then `steps` steps each followed by `block_until_ready` on
+    the new state; step_s is their mean, step_min_s the fastest; examples_per_s is
+    batch_size / step_s. Host-to-device transfer of batches is not timed.
+
+  Args:
+    config: the experiment config (e.g. configs/ytb8m.py); not modified.
+    model_name: 'transformer' or 'netvlad'.
+    batch_size: global batch (divisible by the mesh's data axis).
+    frames: frames per video (data.max_frames).
+    steps: timed steps (>= 1).
+    warmup: untimed steps after the first one.
+    num_batches: distinct random batches cycled through.
+
+  Returns:
+    {'model', 'batch_size', 'frames', 'num_devices', 'params', 'init_s', 'compile_s',
+    'first_step_s', 'step_s', 'step_min_s', 'examples_per_s', 'final_loss'} plus, where XLA
+    reports them, 'flops_per_step', 'bytes_accessed_per_step', 'compiled_temp_mb',
+    'compiled_argument_mb', and 'tflops_per_s' (flops_per_step / step_s / 1e12).
+  """
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.name = model_name
+    config.model.fusion = "late"
+    config.data.max_frames = int(frames)
+    config.batch_size = int(batch_size)
+  mesh = parallel.make_mesh(config.mesh)
+  check_batch_size("batch_size", batch_size, mesh)
+  task = get_task(config)
+  tx = build_optimizer(config.optimizer)
+
+  start = time.perf_counter()
+  state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - start
+  num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
+
+  spec = youtube8m.RecordSpec.from_config(config.data)
+  rng = np.random.default_rng(config.seed)
+  local = batch_size // jax.process_count()
+  batches = [parallel.global_batch(random_batch(spec, local, rng, min_frames=max(1, frames // 10)),
+                                   mesh) for _ in range(max(1, num_batches))]
+  jax.block_until_ready(batches)
+
+  train_step = make_train_step(task, tx, mesh, shardings)
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batches[0]).compile()
+  compile_s = time.perf_counter() - start
+
+  start = time.perf_counter()
+  state, step_metrics = compiled(state, batches[0])
+  jax.block_until_ready((state, step_metrics))
+  first_step_s = time.perf_counter() - start
+  for i in range(warmup):
+    state, step_metrics = compiled(state, batches[(i + 1) % len(batches)])
+  jax.block_until_ready((state, step_metrics))
+
+  times = []
+  for i in range(steps):
+    start = time.perf_counter()
+    state, step_metrics = compiled(state, batches[(warmup + 1 + i) % len(batches)])
+    jax.block_until_ready((state, step_metrics))
+    times.append(time.perf_counter() - start)
+  step_s = float(np.mean(times))
+  result = {
+      "model": model_name, "batch_size": int(batch_size), "frames": int(frames),
+      "num_devices": jax.device_count(), "params": num_params, "init_s": init_s,
+      "compile_s": compile_s, "first_step_s": first_step_s, "step_s": step_s,
+      "step_min_s": float(np.min(times)), "examples_per_s": batch_size / step_s,
+      "final_loss": float(step_metrics["loss"]),
+  }
+  result.update(_cost(compiled))
+  if "flops_per_step" in result:
+    result["tflops_per_s"] = result["flops_per_step"] / step_s / 1e12
+  return result
+
+
+# -------------------------------------------------------------------------------------------
+# Input pipelines.
+
+
+def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batches: int,
+                             num_threads: int | None = None) -> dict[str, Any]:
+  """Records/s of mmjax's grain training pipeline over the files matching `pattern`.
+
+  The pipeline is `mmjax.data.pipeline.make_train_dataset(config.data, ...)` with
+  data.train_pattern=`pattern` (everything else, e.g. data.num_threads, data.max_frames and
+  data.prefetch_batches, from `config`), for one process, seed 0.
+
+  Timed:
+    startup_s: building the dataset (indexing every file's record headers) and producing the
+      first batch.
+    then `num_batches` further batches: records_per_s = num_batches * batch_size / their time
+      (read, CRC check, protobuf parse, dequantize, pad to max_frames, batch; numpy output on
+      the host, no device transfer). The shuffled order means random reads.
+
+  Args:
+    config: the experiment config; not modified.
+    pattern: TFRecord file pattern (frame-level YouTube-8M).
+    batch_size: records per batch.
+    num_batches: timed batches (the dataset repeats, so any number works).
+    num_threads: overrides data.num_threads (grain read/parse threads) when given.
+
+  Returns:
+    {'records', 'batches', 'batch_size', 'num_threads', 'num_files', 'num_records_in_files',
+    'mean_frames', 'startup_s', 'seconds', 'records_per_s', 'mb_per_s'}; mean_frames is the mean
+    count of real frames per record and mb_per_s the float32 batch bytes produced per second.
+  """
+  if num_batches < 1:
+    raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+  data_config = config.data.copy_and_resolve_references()
+  with data_config.unlocked():
+    data_config.train_pattern = pattern
+    if num_threads is not None:
+      data_config.num_threads = int(num_threads)
+  start = time.perf_counter()
+  ds = pipeline.make_train_dataset(data_config, batch_size=batch_size, seed=0, process_index=0,
+                                   process_count=1)
+  iterator = iter(ds)
+  batch = next(iterator)
+  startup_s = time.perf_counter() - start
+  frames = 0.0
+  batch_bytes = sum(x.nbytes for x in batch.values())
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    batch = next(iterator)
+    frames += float(batch["mask"].sum())
+  seconds = time.perf_counter() - start
+  if hasattr(iterator, "close"):
+    iterator.close()
+  records = num_batches * batch_size
+  return {
+      "records": records, "batches": num_batches, "batch_size": batch_size,
+      "num_threads": int(data_config.num_threads),
+      "num_files": len(tfrecord.list_files(pattern)), "num_records_in_files": ds.num_records,
+      "mean_frames": frames / records, "startup_s": startup_s, "seconds": seconds,
+      "records_per_s": records / seconds, "mb_per_s": num_batches * batch_bytes / MB / seconds,
+  }
+
+
+def tf_starter_benchmark(pattern: str, *, num_records: int, check: bool = True,
+                         feature_sizes: tuple[int, int] = (1024, 128), id_key: str = "id",
+                         labels_key: str = "labels",
+                         max_frames: int = 300) -> dict[str, Any] | None:
+  """Records/s of the starter code's TensorFlow reader over the same files.
+
+  Per record, eagerly (the starter code parses single examples): `tf.data.TFRecordDataset(files)`
+  yields the serialized record -> `tf.io.parse_single_sequence_example` (context `id_key`
+  string and `labels_key` VarLenFeature int64; sequence features 'rgb'/'audio'
+  FixedLenSequenceFeature([], tf.string)) -> `tf.io.decode_raw(..., tf.uint8)` -> reshape
+  [frames, dim] -> cast float32 -> dequantize (x * 4/255 + 4/512 - 2) -> `.numpy()`.
+  Frames beyond `max_frames` are not dropped (the starter code's resize_axis): the synthetic
+  files have at most 300.
+
+  Timed:
+    startup_s: creating the dataset and reading + converting the first record.
+    then up to `num_records` further records: records_per_s (as TF schedules eager ops; no
+    batching, no padding).
+    graph_records_per_s: for context, the same parse + decode + dequantize as a
+      `dataset.map(..., num_parallel_calls=AUTOTUNE)` in graph mode over the first
+      `num_records` records (arrays fetched with `.numpy()`), i.e. a tuned tf.data reader.
+  The correctness check (below) runs after the timing and is not timed.
+
+  Args:
+    pattern: TFRecord file pattern (files read in sorted order, like mmjax).
+    num_records: records to time (fewer if the files hold fewer).
+    check: also compare the first record with `mmjax.data.youtube8m.read_frame_records`.
+    feature_sizes: (rgb, audio) dimensions.
+    id_key: context key of the video id.
+    labels_key: context key of the labels.
+    max_frames: passed to `read_frame_records` for the check.
+
+  Returns:
+    None (after printing how to install it) when TensorFlow is not importable; else
+    {'records', 'startup_s', 'seconds', 'records_per_s', 'graph_records_per_s',
+    'tf_version'} and, with `check`,
+    'tf_matches' (same id, labels and float32 features, to 1e-6) and 'tf_max_abs_diff'.
+  """
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    print(TF_MISSING)
+    return None
+  files = tfrecord.list_files(pattern)
+  names = ("rgb", "audio")
+  context_features = {id_key: tf.io.FixedLenFeature([], tf.string),
+                      labels_key: tf.io.VarLenFeature(tf.int64)}
+  sequence_features = {name: tf.io.FixedLenSequenceFeature([], dtype=tf.string)
+                       for name in names}
+
+  def parse(serialized):
+    context, features = tf.io.parse_single_sequence_example(
+        serialized, context_features=context_features, sequence_features=sequence_features)
+    out = {"id": context[id_key], "labels": context[labels_key].values}
+    for name, dim in zip(names, feature_sizes):
+      x = tf.reshape(tf.io.decode_raw(features[name], tf.uint8), [-1, dim])
+      x = tf.cast(x, tf.float32)
+      out[name] = x * (4.0 / 255.0) + (4.0 / 512.0 - 2.0)  # utils.Dequantize
+    return out
+
+  def convert(serialized):
+    return {key: value.numpy() for key, value in parse(serialized).items()}
+
+  start = time.perf_counter()
+  iterator = iter(tf.data.TFRecordDataset(files))
+  first = convert(next(iterator))
+  startup_s = time.perf_counter() - start
+  count = 0
+  start = time.perf_counter()
+  while count < num_records:
+    serialized = next(iterator, None)
+    if serialized is None:
+      break
+    convert(serialized)
+    count += 1
+  seconds = time.perf_counter() - start
+  result = {"records": count, "startup_s": startup_s, "seconds": seconds,
+            "records_per_s": count / seconds if seconds > 0 else 0.0,
+            "tf_version": tf.__version__}
+
+  graph = tf.data.TFRecordDataset(files).take(max(1, num_records)).map(
+      parse, num_parallel_calls=tf.data.AUTOTUNE)
+  graph_count = 0
+  start = time.perf_counter()
+  for example in graph:
+    for name in names:
+      example[name].numpy()
+    graph_count += 1
+  graph_seconds = time.perf_counter() - start
+  result["graph_records_per_s"] = graph_count / graph_seconds if graph_seconds > 0 else 0.0
+  if check:
+    ours = next(youtube8m.read_frame_records(
+        files[0], id_key=id_key, labels_key=labels_key, feature_names=names,
+        feature_sizes=feature_sizes, num_classes=2**31 - 1, max_frames=max_frames))
+    same_shape = all(ours[n].shape == first[n].shape for n in names)
+    diff = max(float(np.max(np.abs(ours[n] - first[n]))) for n in names) if same_shape else \
+        float("inf")
+    result["tf_max_abs_diff"] = diff
+    result["tf_matches"] = bool(
+        same_shape and diff <= 1e-6 and ours["id"] == first["id"].decode("utf-8", "replace")
+        and np.array_equal(np.sort(ours["labels"]), np.sort(first["labels"])))
+  return result
+
+
+# -------------------------------------------------------------------------------------------
+# Metrics.
+
+
+def metrics_benchmark(num_videos: int, num_classes: int, batch: int, *, top_k: int = 20,
+                      labels_per_video: int = 3, seed: int = 0) -> dict[str, Any]:
+  """Time of `Youtube8mMetrics` (GAP, MAP, PERR, Hit@1) over random predictions.
+
+  Batches of float32 scores [batch, num_classes] (uniform in [0, 1)) and float32 multi-hot
+  labels with `labels_per_video` random positives per video (fewer on collisions) are generated
+  on the fly from a seeded RNG, so memory stays bounded; generation is not timed.
+
+  Timed:
+    update_s: the sum of `Youtube8mMetrics.update(scores, labels)` over all batches (per-video
+      top-k selection, PERR, Hit@1);
+    compute_s: one `compute()` (pooled ranking for GAP and per-class MAP);
+    total_s = update_s + compute_s; videos_per_s = num_videos / total_s.
+
+  Args:
+    num_videos: videos in total (e.g. 128_000).
+    num_classes: classes (e.g. 3862).
+    batch: videos per update.
+    top_k: the metrics' k.
+    labels_per_video: positives drawn per video.
+    seed: RNG seed.
+
+  Returns:
+    {'num_videos', 'num_classes', 'batch', 'update_s', 'compute_s', 'total_s',
+    'videos_per_s', 'gap'} (gap: a sanity value, ~ chance level).
+  """
+  rng = np.random.default_rng(seed)
+  accumulator = mm_metrics.Youtube8mMetrics(num_classes, top_k=top_k)
+  update_s = 0.0
+  done = 0
+  while done < num_videos:
+    size = min(batch, num_videos - done)
+    scores = rng.random((size, num_classes), dtype=np.float32)
+    labels = np.zeros((size, num_classes), np.float32)
+    columns = rng.integers(0, num_classes, (size, labels_per_video))
+    labels[np.arange(size)[:, None], columns] = 1.0
+    start = time.perf_counter()
+    accumulator.update(scores, labels)
+    update_s += time.perf_counter() - start
+    done += size
+  start = time.perf_counter()
+  values = accumulator.compute()
+  compute_s = time.perf_counter() - start
+  total_s = update_s + compute_s
+  return {"num_videos": num_videos, "num_classes": num_classes, "batch": batch,
+          "update_s": update_s, "compute_s": compute_s, "total_s": total_s,
+          "videos_per_s": num_videos / total_s if total_s > 0 else 0.0,
+          "gap": float(values["gap"])}

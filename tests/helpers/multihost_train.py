@@ -1,0 +1,40 @@
+"""One process of a two-process CPU training job (gloo collectives), run by test_multihost.py:
+
+  python multihost_train.py TESTS_DIR WORKDIR PORT PROCESS_ID OUT_DIR [config overrides...]
+
+Trains the tiny ytb8m config through mmjax.train.train_and_evaluate, then writes this process's
+view of the full parameters (all-gathered) to OUT_DIR/params_<PROCESS_ID>.npz.
+"""
+
+import sys
+
+import jax
+import numpy as np
+
+tests_dir, workdir, port, process_id, out_dir = sys.argv[1:6]
+sys.path.insert(0, tests_dir)
+
+from conftest import load_config  # pylint: disable=wrong-import-position
+from jax.experimental import multihost_utils  # pylint: disable=wrong-import-position
+
+from mmjax import distributed, parallel  # pylint: disable=wrong-import-position
+from mmjax.train import train_and_evaluate  # pylint: disable=wrong-import-position
+from mmjax.train.trainer import restore_for_eval  # pylint: disable=wrong-import-position
+
+distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(process_id))
+assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.devices())
+config = load_config("ytb8m", "tiny")
+for override in sys.argv[6:]:
+  key, value = override.split("=")
+  node = config
+  *parents, leaf = key.split(".")
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = type(node[leaf])(value)
+train_and_evaluate(config, workdir)
+_, state, _, _, _ = restore_for_eval(config, workdir)
+gathered = multihost_utils.process_allgather(state.params, tiled=True)
+flat = {parallel.path_to_str(path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(gathered)}
+np.savez(f"{out_dir}/params_{process_id}.npz", **flat)
+print("done", jax.process_index())

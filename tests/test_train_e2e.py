@@ -1,0 +1,104 @@
+"""The main job end to end through launch/train.py and launch/eval.py (tiny config, subprocesses):
+exact resume after SIGKILL, clean SIGTERM preemption, eval on another device count, logs."""
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import load_config
+from helpers import runs
+
+STEPS = ("--config.total_steps=48", "--config.checkpoint_every_steps=4",
+         "--config.eval_every_steps=0", "--config.keep_checkpoints=2")
+
+
+@pytest.fixture(scope="module")
+def reference_run(cache_dir, tmp_path_factory):
+  """An uninterrupted run: (workdir, stderr, final step, final params)."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  result = runs.run(runs.script_command("train.py", workdir, *STEPS), runs.env(cache_dir))
+  step, params = runs.final_params(load_config("ytb8m", "tiny"), workdir)
+  return workdir, result.stderr, step, params
+
+
+def test_logs_metrics_and_tensorboard(reference_run):
+  workdir, stderr, step, _ = reference_run
+  assert step == 48
+  assert "examples/s" in stderr and "ETA" in stderr and "eval: done" in stderr
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  train = [r for r in records if r["split"] == "train"]
+  evals = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in train] == list(range(2, 49, 2))  # log_every_steps = 2
+  assert all("loss" in r and "examples_per_sec" in r for r in train)
+  assert len(evals) == 1 and evals[0]["step"] == 48
+  assert {"gap", "map", "perr", "hit_at_1", "level_0/gap"} <= set(evals[0])
+  assert 0.0 <= evals[0]["gap"] <= 1.0
+  events = os.listdir(os.path.join(workdir, "tensorboard"))
+  assert any(name.startswith("events.out.tfevents") for name in events)
+  kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert kept == [44, 48]  # keep_checkpoints = 2
+
+
+def _interrupted_run(cache_dir, workdir, sig, at_step):
+  command = runs.script_command("train.py", workdir, *STEPS)
+  process = subprocess.Popen(command, env=runs.env(cache_dir), cwd=runs.ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  runs.wait_for_checkpoint(process, workdir, at_step)
+  process.send_signal(sig)
+  _, stderr = process.communicate(timeout=300)
+  return process.returncode, stderr
+
+
+def test_sigkill_then_restart_ends_with_identical_parameters(reference_run, cache_dir, tmp_path):
+  workdir = str(tmp_path)
+  returncode, _ = _interrupted_run(cache_dir, workdir, signal.SIGKILL, at_step=8)
+  assert returncode == -signal.SIGKILL
+  result = runs.run(runs.script_command("train.py", workdir, *STEPS), runs.env(cache_dir))
+  assert "resumed from" in result.stderr
+  step, params = runs.final_params(load_config("ytb8m", "tiny"), workdir)
+  assert step == 48
+  runs.assert_trees_equal(params, reference_run[3])
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(reference_run, cache_dir, tmp_path):
+  workdir = str(tmp_path)
+  returncode, stderr = _interrupted_run(cache_dir, workdir, signal.SIGTERM, at_step=4)
+  assert returncode == 0, stderr[-3000:]
+  assert "preemption signal" in stderr
+  saved = max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert 4 <= saved < 48
+  result = runs.run(runs.script_command("train.py", workdir, *STEPS), runs.env(cache_dir))
+  assert f"resumed from {os.path.join(workdir, 'checkpoints')} at step {saved}" in result.stderr
+  runs.assert_trees_equal(runs.final_params(load_config("ytb8m", "tiny"), workdir)[1],
+                          reference_run[3])
+
+
+def test_eval_restores_onto_four_devices(reference_run, cache_dir):
+  workdir = reference_run[0]
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  before = [json.loads(line) for line in open(metrics_path)]
+  result = runs.run(runs.script_command("eval.py", workdir, "--step=48"), runs.env(cache_dir, 4))
+  assert "restored step 48 onto 4 devices" in result.stderr
+  after = [json.loads(line) for line in open(metrics_path)]
+  assert len(after) == len(before) + 1
+  trained, restored = before[-1], after[-1]
+  assert restored["split"] == "eval" and restored["step"] == 48
+  for key in ("gap", "map", "perr", "hit_at_1"):
+    assert abs(restored[key] - trained[key]) < 1e-5, (key, restored, trained)
+  assert f"gap={restored['gap']:.4f}" in result.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.batch_sizee=16", "batch_sizee"),
+    ("--config.batch_size=abc", "batch_size"),
+    ("--config.model.name=lstm", "config.model.name"),
+])
+def test_bad_config_fails_at_once_naming_the_key(override, message, cache_dir, tmp_path):
+  result = subprocess.run(runs.script_command("train.py", str(tmp_path), override),
+                          env=runs.env(cache_dir), cwd=runs.ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode != 0
+  assert message in result.stderr
