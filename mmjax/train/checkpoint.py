@@ -61,7 +61,13 @@ class Checkpointer:
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except ValueError as e:
+      raise ValueError(
+          f"{self.directory}/{step} does not match the train state of the current config (a "
+          "changed model, optimizer or data setting?): start a new --workdir or restore with the "
+          f"config it was trained with. Orbax: {str(e)[:2000]}") from e
     return restored["state"]
 
   def reached_preemption(self, step: int) -> bool:

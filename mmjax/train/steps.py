@@ -80,7 +80,7 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> Callable:
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
                               model_state=dict(new_model_state), opt_state=opt_state)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, metrics
 
   return jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),

@@ -1,0 +1,92 @@
+"""In-process trainer runs: every config's tiny variant, every model/fusion, NaN handling, bad
+records."""
+
+import glob
+import json
+import logging
+import os
+
+import pytest
+
+from conftest import ROOT, load_config
+from mmjax.data import tfrecord
+from mmjax.train import NonFiniteLossError, train_and_evaluate
+from mmjax.train.checkpoint import Checkpointer
+
+CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
+                 for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_has_a_tiny_variant_that_trains(name, cache_dir, tmp_path):
+  config = load_config(name, "tiny")
+  metrics = train_and_evaluate(config, str(tmp_path))
+  assert metrics and all(0.0 <= metrics[k] <= 1.0 for k in ("gap", "map", "perr", "hit_at_1"))
+  for variant in ("", "paper"):
+    load_config(name, variant)  # the other variants at least build and lock
+
+
+@pytest.mark.parametrize("model,fusion", [("netvlad", "early"), ("netvlad", "late"),
+                                          ("transformer", "early")])
+def test_models_and_fusions_train(model, fusion, cache_dir, tmp_path):
+  config = load_config("ytb8m", "tiny")
+  config.model.name, config.model.fusion = model, fusion
+  config.total_steps = 4
+  metrics = train_and_evaluate(config, str(tmp_path))
+  assert metrics["num_examples"] == 24
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_path):
+  config = load_config("ytb8m", "tiny")
+  config.total_steps, config.eval_every_steps = 4, 0
+  train_and_evaluate(config, str(tmp_path))
+  config.total_steps, config.optimizer.learning_rate = 12, 1e38  # params overflow -> NaN loss
+  with pytest.raises(NonFiniteLossError, match="last good checkpoint is step 4"):
+    train_and_evaluate(config, str(tmp_path))
+  checkpointer = Checkpointer(os.path.join(tmp_path, "checkpoints"), save_every=1, keep=10)
+  assert checkpointer.all_steps() == [4]
+  checkpointer.close()
+
+
+def test_resume_with_an_incompatible_config_names_the_checkpoint(cache_dir, tmp_path):
+  config = load_config("ytb8m", "tiny")
+  config.total_steps, config.eval_every_steps = 4, 0
+  train_and_evaluate(config, str(tmp_path))
+  config.total_steps, config.optimizer.reduce_on_plateau = 8, False  # another optimizer state
+  with pytest.raises(ValueError, match="checkpoints/4 does not match"):
+    train_and_evaluate(config, str(tmp_path))
+
+
+class _ListHandler(logging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
+def test_bad_records_fail_or_are_skipped_and_counted(cache_dir, tmp_path):
+  config = load_config("ytb8m", "tiny")
+  train_and_evaluate(config, str(tmp_path / "first"))  # writes the synthetic data
+  source = sorted(glob.glob(os.path.join(cache_dir, "youtube8m_synthetic_*", "train-*")))[0]
+  good = list(tfrecord.iter_tfrecord(source))
+  bad_dir = tmp_path / "bad"
+  bad_dir.mkdir()
+  tfrecord.write_tfrecord(bad_dir / "train-0.tfrecord", good[:10] + [b"not a proto"] + good[10:])
+  config.data.train_pattern = str(bad_dir / "train-*.tfrecord")
+  config.data.eval_pattern = os.path.join(os.path.dirname(source), "validate-*")
+  config.total_steps, config.eval_every_steps = 6, 0
+  with pytest.raises(tfrecord.RecordError, match=r"train-0.tfrecord: record 10"):
+    train_and_evaluate(config, str(tmp_path / "strict"))
+  config.data.skip_bad_records = True
+  handler = _ListHandler()
+  logging.getLogger("mmjax.data").addHandler(handler)
+  try:
+    train_and_evaluate(config, str(tmp_path / "lenient"))
+  finally:
+    logging.getLogger("mmjax.data").removeHandler(handler)
+  assert any("skipped bad record (1 so far)" in m and "train-0.tfrecord: record 10" in m
+             for m in handler.messages)
+  records = [json.loads(l) for l in open(tmp_path / "lenient" / "metrics.jsonl")]
+  assert records[-1]["split"] == "eval"
