@@ -14,23 +14,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.nn import ContextGating, NetVLAD, TransformerEncoder, masked_mean
-
-
-class TransformerTower(nn.Module):
-  """Transformer encoder + masked mean pooling.  [B, T, D], [B, T] -> [B, d_model]."""
-  d_model: int
-  num_heads: int
-  num_layers: int
-  mlp_dim: int
-  max_frames: int
-  dropout_rate: float = 0.0
-
-  @nn.compact
-  def __call__(self, x, mask, *, train: bool):
-    h = TransformerEncoder(self.d_model, self.num_heads, self.num_layers, self.mlp_dim,
-                           self.max_frames, self.dropout_rate, name="encoder")(x, mask, train=train)
-    return masked_mean(h, mask)
+from mmjax.nn import ContextGating, NetVLAD, TransformerEncoder
 
 
 class NetVLADTower(nn.Module):
@@ -109,8 +93,8 @@ def build_video_classifier(model_config, *, feature_names: Sequence[str], num_cl
   num_towers = 1 if model_config.fusion == "early" else len(feature_names)
   if model_config.name == "transformer":
     t = model_config.transformer
-    tower = functools.partial(TransformerTower, t.d_model, t.num_heads, t.num_layers, t.mlp_dim,
-                              max_frames, model_config.dropout_rate)
+    tower = functools.partial(TransformerEncoder, t.d_model, t.num_heads, t.num_layers, t.mlp_dim,
+                              max_frames, model_config.dropout_rate, pool=True)
     towers = [tower] * num_towers
   elif model_config.name == "netvlad":
     v = model_config.netvlad

@@ -7,6 +7,8 @@ Dense(d_model). Padded keys are masked out of every attention softmax.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.nn.pooling import masked_mean
+
 
 class EncoderBlock(nn.Module):
   """One pre-LN encoder block.  x [batch, frames, d_model], mask [batch, frames] -> same shape as x."""
@@ -32,7 +34,8 @@ class TransformerEncoder(nn.Module):
   """Input projection + learned position embeddings (table of `max_frames` rows) + `num_layers`
   blocks + final LayerNorm.
 
-  x [batch, frames, dim_in], mask [batch, frames] -> [batch, frames, d_model].
+  x [batch, frames, dim_in], mask [batch, frames] -> [batch, frames, d_model], or with
+  `pool=True` the masked mean over valid frames, [batch, d_model].
   """
   d_model: int
   num_heads: int
@@ -40,6 +43,7 @@ class TransformerEncoder(nn.Module):
   mlp_dim: int
   max_frames: int
   dropout_rate: float = 0.0
+  pool: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -53,4 +57,5 @@ class TransformerEncoder(nn.Module):
     for i in range(self.num_layers):
       x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, name=f"block_{i}")(
           x, mask, train=train)
-    return nn.LayerNorm(name="final_ln")(x)
+    x = nn.LayerNorm(name="final_ln")(x)
+    return masked_mean(x, mask) if self.pool else x
