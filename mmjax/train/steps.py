@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from mmjax import parallel
+from mmjax.train.optimizer import observe_plateau
 from mmjax.train.state import TrainState, step_rng
 
 
@@ -76,7 +77,7 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> Callable:
 
     (loss, (new_model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
                               model_state=dict(new_model_state), opt_state=opt_state)
@@ -88,12 +89,27 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> Callable:
 
 
 def make_eval_step(task, mesh, shardings: TrainState) -> Callable:
-  """jit(eval_step)(state, batch) -> (predictions, batch) replicated on every process, so each
-  process can feed the global batch to its (host-side) evaluator."""
+  """jit(eval_step)(state, batch) -> (predictions, batch, weighted loss sum, weight sum), all
+  replicated on every process, so each process can feed the global batch to its (host-side)
+  evaluator and all compute the same metrics."""
   def eval_step(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
     outputs = task.model.apply(variables, batch, train=False)
-    return task.predictions(outputs), batch
+    loss, _ = task.loss(outputs, batch)
+    weight = jnp.sum(batch["weight"])
+    return task.predictions(outputs), batch, loss * weight, weight
 
   return jax.jit(eval_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
                  out_shardings=parallel.replicated(mesh))
+
+
+def make_plateau_observer(opt_config, shardings: TrainState) -> Callable:
+  """jit(observe)(state, eval_loss) -> state with the plateau rule applied (see optimizer.py);
+  keeps the state's shardings and donates the input state."""
+  def observe(state: TrainState, value) -> TrainState:
+    opt_state = observe_plateau(state.opt_state, value, patience=opt_config.plateau_patience,
+                                factor=opt_config.plateau_factor,
+                                threshold=opt_config.plateau_threshold)
+    return state.replace(opt_state=opt_state)
+
+  return jax.jit(observe, out_shardings=shardings, donate_argnums=(0,))

@@ -24,7 +24,7 @@ from mmjax.train.evaluate import evaluate
 from mmjax.train.metric_writer import MetricWriter
 from mmjax.train.optimizer import build_optimizer
 from mmjax.train.steps import (abstract_train_state, create_train_state, make_eval_step,
-                               make_train_step)
+                               make_plateau_observer, make_train_step)
 
 log = logging.getLogger("mmjax")
 
@@ -114,12 +114,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 
   train_step = make_train_step(task, tx, mesh, shardings)
   eval_step = make_eval_step(task, mesh, shardings)
+  observe_plateau = (make_plateau_observer(config.optimizer, shardings)
+                     if config.optimizer.reduce_on_plateau else None)
   writer = MetricWriter(workdir)
   eval_metrics: Dict[str, float] = {}
   try:
     with _Preemption() as preemption:
-      eval_metrics = _loop(config, task, state, train_iter, train_step, eval_step, mesh,
-                           checkpointer, writer, preemption)
+      eval_metrics = _loop(config, task, state, train_iter, train_step, eval_step,
+                           observe_plateau, mesh, checkpointer, writer, preemption)
   finally:
     checkpointer.wait()
     checkpointer.close()
@@ -127,9 +129,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   return eval_metrics
 
 
-def _loop(config, task, state, train_iter, train_step, eval_step, mesh, checkpointer, writer,
-          preemption) -> Dict[str, float]:
-  """The step loop (see train_and_evaluate)."""
+def _loop(config, task, state, train_iter, train_step, eval_step, observe_plateau, mesh,
+          checkpointer, writer, preemption) -> Dict[str, float]:
+  """The step loop (see train_and_evaluate). Per step: train; log; evaluate (then the plateau
+  rule sees the eval loss); finiteness check and checkpoint; preemption exit."""
   first_step = int(state.step)
   total = config.total_steps
   pending = []  # device losses since the last finiteness check (no per-step host sync)
@@ -155,6 +158,12 @@ def _loop(config, task, state, train_iter, train_step, eval_step, mesh, checkpoi
                _format_eta((total - step) * elapsed / max(window_steps, 1)))
       writer.write(step, "train", summary)
       pending, window_start, window_steps = [], time.time(), 0
+    if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
+      eval_start = time.time()
+      eval_metrics = _evaluate_and_log(config, task, eval_step, state, mesh, writer, step)
+      window_start += time.time() - eval_start  # throughput and ETA count training time only
+      if observe_plateau is not None:  # before the save: a resumed run must see the same state
+        state = observe_plateau(state, eval_metrics["loss"])
     if step % config.checkpoint_every_steps == 0 or is_last or preempted:
       _check_finite(pending, step, checkpointer)
       pending = []
@@ -164,8 +173,6 @@ def _loop(config, task, state, train_iter, train_step, eval_step, mesh, checkpoi
       log.warning("preemption signal: checkpoint of step %d saved; exiting", step)
       checkpointer.wait()
       return eval_metrics
-    if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
-      eval_metrics = _evaluate_and_log(config, task, eval_step, state, mesh, writer, step)
   if first_step >= total:
     log.info("already trained to step %d; evaluating", total)
     eval_metrics = _evaluate_and_log(config, task, eval_step, state, mesh, writer, total)
