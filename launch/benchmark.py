@@ -68,7 +68,8 @@ def _rows(results: dict) -> list:
     rows += [(section, "parameters", _fmt(r["params"])),
              ("", "compile (lower+compile)", _fmt(r["compile_s"], " s")),
              ("", "first step", _fmt(r["first_step_s"], " s")),
-             ("", "step (mean / min)", f"{_fmt(r['step_s'], ' s')} / {_fmt(r['step_min_s'], ' s')}"),
+             ("", "step (mean / min)",
+              f"{_fmt(r['step_s'], ' s')} / {_fmt(r['step_min_s'], ' s')}"),
              ("", "throughput", _fmt(r["examples_per_s"], " examples/s"))]
     if "flops_per_step" in r:
       rows.append(("", "XLA FLOPs/step; achieved",

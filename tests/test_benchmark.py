@@ -1,4 +1,5 @@
-"""Smoke test of launch/benchmark.py at tiny shapes (no speed assertions: those never go in tests)."""
+"""Smoke test of launch/benchmark.py at tiny shapes (no speed assertions: those never go in
+tests)."""
 
 import json
 import os
