@@ -12,9 +12,6 @@ each number times: see mmjax/benchmarks.py.
 """
 
 import json
-import os
-import sys
-import time
 
 from absl import app
 from absl import flags
@@ -38,138 +35,16 @@ flags.DEFINE_bool("skip_tf", False, "Skip the TensorFlow starter-code comparison
 flags.mark_flag_as_required("config")
 
 
-def _log(message: str) -> None:
-  print(message, file=sys.stderr, flush=True)
-
-
-def _fmt(value, unit: str = "") -> str:
-  if isinstance(value, bool) or value is None:
-    return str(value)
-  if isinstance(value, int):
-    return f"{value:,}{unit}"
-  if isinstance(value, float):
-    text = f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    return text + unit
-  return str(value) + unit
-
-
-def _table(rows) -> str:
-  widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
-  lines = []
-  for row in rows:
-    lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-  return "\n".join(lines)
-
-
-def _rows(results: dict) -> list:
-  rows = [("benchmark", "measure", "value"), ("---", "---", "---")]
-  for name, r in results["train"].items():
-    section = f"train step: {name} (late, B={r['batch_size']}, T={r['frames']})"
-    rows += [(section, "parameters", _fmt(r["params"])),
-             ("", "compile (lower+compile)", _fmt(r["compile_s"], " s")),
-             ("", "first step", _fmt(r["first_step_s"], " s")),
-             ("", "step (mean / min)",
-              f"{_fmt(r['step_s'], ' s')} / {_fmt(r['step_min_s'], ' s')}"),
-             ("", "throughput", _fmt(r["examples_per_s"], " examples/s"))]
-    if "flops_per_step" in r:
-      rows.append(("", "XLA FLOPs/step; achieved",
-                   f"{r['flops_per_step'] / 1e12:.3g} TFLOP; {r['tflops_per_s']:.3g} TFLOP/s"))
-    rows.append(("", "process peak RSS in phase", _fmt(r["peak_rss_mb"], " MB")))
-  for key in ("pipeline", "pipeline_1_thread"):
-    if key not in results:
-      continue
-    p = results[key]
-    threads = f"{p['num_threads']} thread" + ("s" if p["num_threads"] != 1 else "")
-    rows += [(f"input: mmjax grain ({threads})", "throughput",
-              _fmt(p["records_per_s"], " records/s")),
-             ("", "records (mean real frames)", f"{p['records']} ({p['mean_frames']:.0f})"),
-             ("", "startup (index + 1st batch)", _fmt(p["startup_s"], " s")),
-             ("", "process peak RSS in phase", _fmt(p["peak_rss_mb"], " MB"))]
-  t = results["tf_starter"]
-  if t is None:
-    rows.append(("input: TF starter code", "throughput", "skipped"))
-  else:
-    rows += [(f"input: TF starter code (tf {t['tf_version']}, eager)", "throughput",
-              _fmt(t["records_per_s"], " records/s")),
-             ("", "records", _fmt(t["records"])),
-             ("", "graph-mode tf.data.map (context)", _fmt(t["graph_records_per_s"],
-                                                          " records/s")),
-             ("", "same values as mmjax", f"{t.get('tf_matches')} (max |diff| "
-              f"{t.get('tf_max_abs_diff', float('nan')):.2g})"),
-             ("", "process peak RSS in phase", _fmt(t["peak_rss_mb"], " MB"))]
-  m = results["metrics"]
-  rows += [(f"metrics: {m['num_videos']:,} x {m['num_classes']:,}", "update + compute",
-            f"{_fmt(m['update_s'], ' s')} + {_fmt(m['compute_s'], ' s')} = "
-            f"{_fmt(m['total_s'], ' s')}"),
-           ("", "throughput", _fmt(m["videos_per_s"], " videos/s")),
-           ("", "process peak RSS in phase", _fmt(m["peak_rss_mb"], " MB"))]
-  mem = results["memory"]
-  rows.append(("process", "peak RSS (whole run)", _fmt(mem["process_peak_rss_mb"], " MB")))
-  if "device_peak_mb" in mem:
-    rows.append(("", "device peak", _fmt(mem["device_peak_mb"], " MB")))
-  return rows
-
-
 def main(argv):
   del argv
   from mmjax import benchmarks  # pylint: disable=import-outside-toplevel
-  from mmjax.data import pipeline  # pylint: disable=import-outside-toplevel
-
-  config = FLAGS.config.copy_and_resolve_references()
-  with config.unlocked():
-    config.data.max_frames = FLAGS.frames
-  results = {"hardware": benchmarks.hardware_description(),
-             "load_average_start": list(os.getloadavg()),
-             "settings": {"batch_size": FLAGS.batch_size, "frames": FLAGS.frames,
-                          "steps": FLAGS.steps, "warmup": FLAGS.warmup,
-                          "pipeline_batches": FLAGS.pipeline_batches,
-                          "metric_videos": FLAGS.metric_videos,
-                          "metric_classes": FLAGS.metric_classes,
-                          "metric_batch": FLAGS.metric_batch}}
-  _log(f"hardware: {results['hardware']}")
-
-  def phase(fn, *args, **kwargs):
-    benchmarks.reset_peak_rss()
-    out = fn(*args, **kwargs)
-    if out is not None:
-      out["peak_rss_mb"] = benchmarks.peak_memory()["peak_rss_mb"]
-    return out
-
-  start = time.perf_counter()
-  pattern = pipeline.resolve_data_patterns(config.data, log=_log).train_pattern
-  _log(f"data: {pattern} ({time.perf_counter() - start:.1f} s)")
-
-  _log(f"metrics: {FLAGS.metric_videos} x {FLAGS.metric_classes}")
-  results["metrics"] = phase(benchmarks.metrics_benchmark, FLAGS.metric_videos,
-                             FLAGS.metric_classes, FLAGS.metric_batch)
-  _log(f"input pipeline: {FLAGS.pipeline_batches} batches of {FLAGS.batch_size}")
-  results["pipeline"] = phase(benchmarks.input_pipeline_benchmark, config, pattern,
-                              batch_size=FLAGS.batch_size, num_batches=FLAGS.pipeline_batches)
-  if int(config.data.num_threads) != 1:
-    _log("input pipeline: the same with 1 thread")
-    results["pipeline_1_thread"] = phase(
-        benchmarks.input_pipeline_benchmark, config, pattern, batch_size=FLAGS.batch_size,
-        num_batches=FLAGS.pipeline_batches, num_threads=1)
-  results["train"] = {}
-  for model in [m.strip() for m in FLAGS.models.split(",") if m.strip()]:
-    _log(f"train step: {model} (late fusion), batch {FLAGS.batch_size}, {FLAGS.frames} frames")
-    results["train"][model] = phase(
-        benchmarks.train_step_benchmark, config, model, batch_size=FLAGS.batch_size,
-        frames=FLAGS.frames, steps=FLAGS.steps, warmup=FLAGS.warmup)
-  results["tf_starter"] = None
-  if not FLAGS.skip_tf:
-    num = FLAGS.tf_records or FLAGS.pipeline_batches * FLAGS.batch_size
-    _log(f"TF starter reader: {num} records")
-    results["tf_starter"] = phase(
-        benchmarks.tf_starter_benchmark, pattern, num_records=num,
-        feature_sizes=tuple(config.data.feature_sizes), id_key=config.data.id_key,
-        labels_key=config.data.labels_key, max_frames=FLAGS.frames)
-  results["memory"] = benchmarks.peak_memory()
-  results["load_average_end"] = list(os.getloadavg())
-
-  print(f"mmjax benchmark | {results['hardware']} | load average "
-        f"{results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
-  print(_table(_rows(results)))
+  results = benchmarks.run_all(
+      FLAGS.config, batch_size=FLAGS.batch_size, frames=FLAGS.frames, steps=FLAGS.steps,
+      warmup=FLAGS.warmup, pipeline_batches=FLAGS.pipeline_batches, tf_records=FLAGS.tf_records,
+      metric_videos=FLAGS.metric_videos, metric_classes=FLAGS.metric_classes,
+      metric_batch=FLAGS.metric_batch,
+      models=[m.strip() for m in FLAGS.models.split(",") if m.strip()], skip_tf=FLAGS.skip_tf)
+  print(benchmarks.report(results))
   print(json.dumps(results, sort_keys=True), flush=True)
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -514,3 +515,142 @@ def metrics_benchmark(num_videos: int, num_classes: int, batch: int, *, top_k: i
           "update_s": update_s, "compute_s": compute_s, "total_s": total_s,
           "videos_per_s": num_videos / total_s if total_s > 0 else 0.0,
           "gap": float(values["gap"])}
+
+
+# -----------------------------------------------------------------------------------------------
+# All benchmarks and their report (what launch/benchmark.py prints).
+
+
+def run_all(config, *, batch_size: int, frames: int, steps: int, warmup: int,
+            pipeline_batches: int, tf_records: int, metric_videos: int, metric_classes: int,
+            metric_batch: int, models: Sequence[str], skip_tf: bool) -> dict:
+  """Every benchmark in turn (metrics, input pipeline, train steps, then TensorFlow last);
+  returns the results dict that `report` formats. Progress goes to stderr."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.data.max_frames = frames
+  results = {"hardware": hardware_description(),
+             "load_average_start": list(os.getloadavg()),
+             "settings": {"batch_size": batch_size, "frames": frames, "steps": steps,
+                          "warmup": warmup, "pipeline_batches": pipeline_batches,
+                          "metric_videos": metric_videos, "metric_classes": metric_classes,
+                          "metric_batch": metric_batch}}
+  _log(f"hardware: {results['hardware']}")
+
+  def phase(fn, *args, **kwargs):
+    reset_peak_rss()
+    out = fn(*args, **kwargs)
+    if out is not None:
+      out["peak_rss_mb"] = peak_memory()["peak_rss_mb"]
+    return out
+
+  start = time.perf_counter()
+  pattern = pipeline.resolve_data_patterns(config.data, log=_log).train_pattern
+  _log(f"data: {pattern} ({time.perf_counter() - start:.1f} s)")
+
+  _log(f"metrics: {metric_videos} x {metric_classes}")
+  results["metrics"] = phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
+  _log(f"input pipeline: {pipeline_batches} batches of {batch_size}")
+  results["pipeline"] = phase(input_pipeline_benchmark, config, pattern,
+                              batch_size=batch_size, num_batches=pipeline_batches)
+  if int(config.data.num_threads) != 1:
+    _log("input pipeline: the same with 1 thread")
+    results["pipeline_1_thread"] = phase(
+        input_pipeline_benchmark, config, pattern, batch_size=batch_size,
+        num_batches=pipeline_batches, num_threads=1)
+  results["train"] = {}
+  for model in models:
+    _log(f"train step: {model} (late fusion), batch {batch_size}, {frames} frames")
+    results["train"][model] = phase(
+        train_step_benchmark, config, model, batch_size=batch_size, frames=frames,
+        steps=steps, warmup=warmup)
+  results["tf_starter"] = None
+  if not skip_tf:
+    num = tf_records or pipeline_batches * batch_size
+    _log(f"TF starter reader: {num} records")
+    results["tf_starter"] = phase(
+        tf_starter_benchmark, pattern, num_records=num,
+        feature_sizes=tuple(config.data.feature_sizes), id_key=config.data.id_key,
+        labels_key=config.data.labels_key, max_frames=frames)
+  results["memory"] = peak_memory()
+  results["load_average_end"] = list(os.getloadavg())
+  return results
+
+
+def report(results: dict) -> str:
+  """A header line and the human-readable table of `run_all`'s results."""
+  header = (f"mmjax benchmark | {results['hardware']} | load average "
+            f"{results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
+  return header + "\n" + _table(_rows(results))
+
+
+def _log(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def _fmt(value, unit: str = "") -> str:
+  if isinstance(value, bool) or value is None:
+    return str(value)
+  if isinstance(value, int):
+    return f"{value:,}{unit}"
+  if isinstance(value, float):
+    text = f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return text + unit
+  return str(value) + unit
+
+
+def _table(rows) -> str:
+  widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
+  lines = []
+  for row in rows:
+    lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+  return "\n".join(lines)
+
+
+def _rows(results: dict) -> list:
+  rows = [("benchmark", "measure", "value"), ("---", "---", "---")]
+  for name, r in results["train"].items():
+    section = f"train step: {name} (late, B={r['batch_size']}, T={r['frames']})"
+    rows += [(section, "parameters", _fmt(r["params"])),
+             ("", "compile (lower+compile)", _fmt(r["compile_s"], " s")),
+             ("", "first step", _fmt(r["first_step_s"], " s")),
+             ("", "step (mean / min)",
+              f"{_fmt(r['step_s'], ' s')} / {_fmt(r['step_min_s'], ' s')}"),
+             ("", "throughput", _fmt(r["examples_per_s"], " examples/s"))]
+    if "flops_per_step" in r:
+      rows.append(("", "XLA FLOPs/step; achieved",
+                   f"{r['flops_per_step'] / 1e12:.3g} TFLOP; {r['tflops_per_s']:.3g} TFLOP/s"))
+    rows.append(("", "process peak RSS in phase", _fmt(r["peak_rss_mb"], " MB")))
+  for key in ("pipeline", "pipeline_1_thread"):
+    if key not in results:
+      continue
+    p = results[key]
+    threads = f"{p['num_threads']} thread" + ("s" if p["num_threads"] != 1 else "")
+    rows += [(f"input: mmjax grain ({threads})", "throughput",
+              _fmt(p["records_per_s"], " records/s")),
+             ("", "records (mean real frames)", f"{p['records']} ({p['mean_frames']:.0f})"),
+             ("", "startup (index + 1st batch)", _fmt(p["startup_s"], " s")),
+             ("", "process peak RSS in phase", _fmt(p["peak_rss_mb"], " MB"))]
+  t = results["tf_starter"]
+  if t is None:
+    rows.append(("input: TF starter code", "throughput", "skipped"))
+  else:
+    rows += [(f"input: TF starter code (tf {t['tf_version']}, eager)", "throughput",
+              _fmt(t["records_per_s"], " records/s")),
+             ("", "records", _fmt(t["records"])),
+             ("", "graph-mode tf.data.map (context)", _fmt(t["graph_records_per_s"],
+                                                          " records/s")),
+             ("", "same values as mmjax", f"{t.get('tf_matches')} (max |diff| "
+              f"{t.get('tf_max_abs_diff', float('nan')):.2g})"),
+             ("", "process peak RSS in phase", _fmt(t["peak_rss_mb"], " MB"))]
+  m = results["metrics"]
+  rows += [(f"metrics: {m['num_videos']:,} x {m['num_classes']:,}", "update + compute",
+            f"{_fmt(m['update_s'], ' s')} + {_fmt(m['compute_s'], ' s')} = "
+            f"{_fmt(m['total_s'], ' s')}"),
+           ("", "throughput", _fmt(m["videos_per_s"], " videos/s")),
+           ("", "process peak RSS in phase", _fmt(m["peak_rss_mb"], " MB"))]
+  mem = results["memory"]
+  rows.append(("process", "peak RSS (whole run)", _fmt(mem["process_peak_rss_mb"], " MB")))
+  if "device_peak_mb" in mem:
+    rows.append(("", "device peak", _fmt(mem["device_peak_mb"], " MB")))
+  return rows

@@ -112,7 +112,7 @@ def test_truncated_file(tmp_path, cut):
   full = _by_hand(records)
   path = tmp_path / "t.tfrecord"
   path.write_bytes(full[:2 * 36 + cut])
-  with pytest.raises(FramingError, match=rf"t\.tfrecord: record 2: truncated file") as e:
+  with pytest.raises(FramingError, match=r"t\.tfrecord: record 2: truncated file") as e:
     tfrecord.index_tfrecord(path)
   assert isinstance(e.value, RecordError) and e.value.index == 2
   np.testing.assert_array_equal(e.value.valid_index, [[12, 20], [48, 20]])

@@ -222,8 +222,8 @@ def restore_for_eval(config, workdir: str, step: Optional[int] = None):
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
   """What launch/eval.py runs: restore, evaluate the eval split, append to metrics.jsonl."""
   setup_logging()
-  check_batch_size("eval_batch_size", config.eval_batch_size, parallel.make_mesh(config.mesh))
   task, state, shardings, mesh, step = restore_for_eval(config, workdir, step)
+  check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
   log.info("restored step %d onto %d devices", step, jax.device_count())
   writer = MetricWriter(workdir)
   metrics = _evaluate_and_log(config, task, make_eval_step(task, mesh, shardings), state, mesh,
