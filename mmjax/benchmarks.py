@@ -179,7 +179,7 @@ def random_batch(spec: youtube8m.RecordSpec, batch_size: int, rng: np.random.Gen
   return spec.collate(examples)
 
 
-def _cost(compiled) -> dict[str, float]:
+def compiled_cost(compiled) -> dict[str, float]:
   """FLOPs / bytes accessed from XLA's cost analysis, and the compiled memory footprint."""
   out = {}
   try:
@@ -203,16 +203,58 @@ def _cost(compiled) -> dict[str, float]:
   return out
 
 
-def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int, steps: int,
-                         warmup: int = 1, num_batches: int = 2) -> dict[str, Any]:
-  """Times the sharded train step of one late-fusion model on random batches.
+def compile_timed(jitted, *args) -> tuple[Any, float]:
+  """`jitted.lower(*args).compile()` (tracing, lowering, XLA compile) and its seconds."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
 
-  Builds the task from `config` with model.name=`model_name`, model.fusion='late' and
-  data.max_frames=`frames`, the optimizer from `config.optimizer`, a mesh from `config.mesh`
-  over all devices and the train state and step of `mmjax.train.steps`. No files are read:
-  `num_batches` random batches (uint8 frame features dequantized by `RecordSpec.collate`,
-  lengths uniform in [frames/10, frames], 3 labels per video) are placed on the devices
-  beforehand and cycled.
+
+def time_steps(step, carry, inputs: Sequence, *, steps: int, warmup: int
+               ) -> tuple[Any, Any, float, list[float]]:
+  """Runs `carry, outputs = step(carry, inputs[k % len(inputs)])` for k = 0, 1, ...
+
+  Call 0 is timed on its own (first_s), then `warmup` untimed calls, then `steps` calls each
+  timed to its `block_until_ready` on (carry, outputs).
+
+  Args:
+    step: (carry, input) -> (carry, outputs), e.g. a compiled train step (state, batch) ->
+      (state, metrics); a stateless function can pass its carry through unchanged.
+    carry: the initial carry (e.g. the train state; donated steps consume it).
+    inputs: inputs cycled through (already on the devices: transfers are not timed).
+    steps: timed calls (>= 1).
+    warmup: untimed calls after the first.
+
+  Returns:
+    (final carry, last outputs, first_s, the `steps` timed seconds).
+  """
+  if steps < 1:
+    raise ValueError(f"steps must be >= 1, got {steps}")
+  start = time.perf_counter()
+  carry, outputs = step(carry, inputs[0])
+  jax.block_until_ready((carry, outputs))
+  first_s = time.perf_counter() - start
+  for i in range(warmup):
+    carry, outputs = step(carry, inputs[(i + 1) % len(inputs)])
+  jax.block_until_ready((carry, outputs))
+  times = []
+  for i in range(steps):
+    start = time.perf_counter()
+    carry, outputs = step(carry, inputs[(warmup + 1 + i) % len(inputs)])
+    jax.block_until_ready((carry, outputs))
+    times.append(time.perf_counter() - start)
+  return carry, outputs, first_s, times
+
+
+def task_train_step_benchmark(config, make_batch, *, batch_size: int, steps: int,
+                              warmup: int = 1, num_batches: int = 2
+                              ) -> tuple[dict[str, Any], Any]:
+  """Times the sharded train step of the task `config` names, on random batches.
+
+  Builds the task (`get_task(config)`; its `prepare()` is not called, so no data is read or
+  written), the optimizer from `config.optimizer`, a mesh from `config.mesh` over all devices
+  and the train state and step of `mmjax.train.steps`. `num_batches` batches from `make_batch`
+  are placed on the devices beforehand and cycled.
 
   Timed:
     init_s: creating the sharded train state (includes compiling the initializer).
@@ -223,28 +265,22 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
     batch_size / step_s. Host-to-device transfer of batches is not timed.
 
   Args:
-    config: the experiment config (e.g. configs/ytb8m.py); not modified.
-    model_name: 'transformer' or 'netvlad'.
+    config: the experiment config, with config.batch_size = `batch_size`; not modified.
+    make_batch: (task, local batch size, np.random.Generator) -> numpy batch in the task's
+      format.
     batch_size: global batch (divisible by the mesh's data axis).
-    frames: frames per video (data.max_frames).
     steps: timed steps (>= 1).
     warmup: untimed steps after the first one.
     num_batches: distinct random batches cycled through.
 
   Returns:
-    {'model', 'batch_size', 'frames', 'num_devices', 'params', 'init_s', 'compile_s',
-    'first_step_s', 'step_s', 'step_min_s', 'examples_per_s', 'final_loss'} plus, where XLA
-    reports them, 'flops_per_step', 'bytes_accessed_per_step', 'compiled_temp_mb',
+    (result, final train state): result is {'batch_size', 'num_devices', 'params', 'init_s',
+    'compile_s', 'first_step_s', 'step_s', 'step_min_s', 'examples_per_s', 'final_loss'} plus,
+    where XLA reports them, 'flops_per_step', 'bytes_accessed_per_step', 'compiled_temp_mb',
     'compiled_argument_mb', and 'tflops_per_s' (flops_per_step / step_s / 1e12).
   """
   if steps < 1:
     raise ValueError(f"steps must be >= 1, got {steps}")
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.model.name = model_name
-    config.model.fusion = "late"
-    config.data.max_frames = int(frames)
-    config.batch_size = int(batch_size)
   mesh = parallel.make_mesh(config.mesh)
   check_batch_size("batch_size", batch_size, mesh)
   task = get_task(config)
@@ -256,44 +292,68 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
   init_s = time.perf_counter() - start
   num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
 
-  spec = youtube8m.RecordSpec.from_config(config.data)
   rng = np.random.default_rng(config.seed)
   local = batch_size // jax.process_count()
-  batches = [parallel.global_batch(random_batch(spec, local, rng, min_frames=max(1, frames // 10)),
-                                   mesh) for _ in range(max(1, num_batches))]
+  batches = [parallel.global_batch(make_batch(task, local, rng), mesh)
+             for _ in range(max(1, num_batches))]
   jax.block_until_ready(batches)
 
   train_step = make_train_step(task, tx, mesh, shardings)
-  start = time.perf_counter()
-  compiled = train_step.lower(state, batches[0]).compile()
-  compile_s = time.perf_counter() - start
-
-  start = time.perf_counter()
-  state, step_metrics = compiled(state, batches[0])
-  jax.block_until_ready((state, step_metrics))
-  first_step_s = time.perf_counter() - start
-  for i in range(warmup):
-    state, step_metrics = compiled(state, batches[(i + 1) % len(batches)])
-  jax.block_until_ready((state, step_metrics))
-
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    state, step_metrics = compiled(state, batches[(warmup + 1 + i) % len(batches)])
-    jax.block_until_ready((state, step_metrics))
-    times.append(time.perf_counter() - start)
+  compiled, compile_s = compile_timed(train_step, state, batches[0])
+  state, step_metrics, first_step_s, times = time_steps(compiled, state, batches, steps=steps,
+                                                        warmup=warmup)
   step_s = float(np.mean(times))
   result = {
-      "model": model_name, "batch_size": int(batch_size), "frames": int(frames),
-      "num_devices": jax.device_count(), "params": num_params, "init_s": init_s,
-      "compile_s": compile_s, "first_step_s": first_step_s, "step_s": step_s,
+      "batch_size": int(batch_size), "num_devices": jax.device_count(), "params": num_params,
+      "init_s": init_s, "compile_s": compile_s, "first_step_s": first_step_s, "step_s": step_s,
       "step_min_s": float(np.min(times)), "examples_per_s": batch_size / step_s,
       "final_loss": float(step_metrics["loss"]),
   }
-  result.update(_cost(compiled))
+  result.update(compiled_cost(compiled))
   if "flops_per_step" in result:
     result["tflops_per_s"] = result["flops_per_step"] / step_s / 1e12
-  return result
+  return result, state
+
+
+def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int, steps: int,
+                         warmup: int = 1, num_batches: int = 2) -> dict[str, Any]:
+  """Times the sharded train step of one late-fusion model on random batches.
+
+  The task is built from `config` with model.name=`model_name`, model.fusion='late' and
+  data.max_frames=`frames`; the batches are in the real format (uint8 frame features
+  dequantized by `RecordSpec.collate`, lengths uniform in [frames/10, frames], 3 labels per
+  video, see `random_batch`). What is timed: `task_train_step_benchmark`.
+
+  Args:
+    config: the experiment config (e.g. configs/ytb8m.py); not modified.
+    model_name: 'transformer' or 'netvlad'.
+    batch_size: global batch (divisible by the mesh's data axis).
+    frames: frames per video (data.max_frames).
+    steps: timed steps (>= 1).
+    warmup: untimed steps after the first one.
+    num_batches: distinct random batches cycled through.
+
+  Returns:
+    {'model', 'frames'} and the result of `task_train_step_benchmark`: 'batch_size',
+    'num_devices', 'params', 'init_s', 'compile_s', 'first_step_s', 'step_s', 'step_min_s',
+    'examples_per_s', 'final_loss' and, where XLA reports them, 'flops_per_step',
+    'bytes_accessed_per_step', 'compiled_temp_mb', 'compiled_argument_mb', 'tflops_per_s'.
+  """
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.name = model_name
+    config.model.fusion = "late"
+    config.data.max_frames = int(frames)
+    config.batch_size = int(batch_size)
+  spec = youtube8m.RecordSpec.from_config(config.data)
+
+  def make_batch(task, size, rng):
+    del task
+    return random_batch(spec, size, rng, min_frames=max(1, frames // 10))
+
+  result, _ = task_train_step_benchmark(config, make_batch, batch_size=batch_size, steps=steps,
+                                        warmup=warmup, num_batches=num_batches)
+  return {"model": model_name, "frames": int(frames), **result}
 
 
 # -------------------------------------------------------------------------------------------
@@ -521,6 +581,16 @@ def metrics_benchmark(num_videos: int, num_classes: int, batch: int, *, top_k: i
 # All benchmarks and their report (what launch/benchmark.py prints).
 
 
+def run_phase(fn, *args, **kwargs):
+  """`fn(*args, **kwargs)` with the peak RSS reset before; adds 'peak_rss_mb' (the process
+  peak during the call, see `peak_memory`) to its result dict (None passes through)."""
+  reset_peak_rss()
+  out = fn(*args, **kwargs)
+  if out is not None:
+    out["peak_rss_mb"] = peak_memory()["peak_rss_mb"]
+  return out
+
+
 def run_all(config, *, batch_size: int, frames: int, steps: int, warmup: int,
             pipeline_batches: int, tf_records: int, metric_videos: int, metric_classes: int,
             metric_batch: int, models: Sequence[str], skip_tf: bool) -> dict:
@@ -535,40 +605,33 @@ def run_all(config, *, batch_size: int, frames: int, steps: int, warmup: int,
                           "warmup": warmup, "pipeline_batches": pipeline_batches,
                           "metric_videos": metric_videos, "metric_classes": metric_classes,
                           "metric_batch": metric_batch}}
-  _log(f"hardware: {results['hardware']}")
-
-  def phase(fn, *args, **kwargs):
-    reset_peak_rss()
-    out = fn(*args, **kwargs)
-    if out is not None:
-      out["peak_rss_mb"] = peak_memory()["peak_rss_mb"]
-    return out
+  log(f"hardware: {results['hardware']}")
 
   start = time.perf_counter()
-  pattern = pipeline.resolve_data_patterns(config.data, log=_log).train_pattern
-  _log(f"data: {pattern} ({time.perf_counter() - start:.1f} s)")
+  pattern = pipeline.resolve_data_patterns(config.data, log=log).train_pattern
+  log(f"data: {pattern} ({time.perf_counter() - start:.1f} s)")
 
-  _log(f"metrics: {metric_videos} x {metric_classes}")
-  results["metrics"] = phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
-  _log(f"input pipeline: {pipeline_batches} batches of {batch_size}")
-  results["pipeline"] = phase(input_pipeline_benchmark, config, pattern,
+  log(f"metrics: {metric_videos} x {metric_classes}")
+  results["metrics"] = run_phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
+  log(f"input pipeline: {pipeline_batches} batches of {batch_size}")
+  results["pipeline"] = run_phase(input_pipeline_benchmark, config, pattern,
                               batch_size=batch_size, num_batches=pipeline_batches)
   if int(config.data.num_threads) != 1:
-    _log("input pipeline: the same with 1 thread")
-    results["pipeline_1_thread"] = phase(
+    log("input pipeline: the same with 1 thread")
+    results["pipeline_1_thread"] = run_phase(
         input_pipeline_benchmark, config, pattern, batch_size=batch_size,
         num_batches=pipeline_batches, num_threads=1)
   results["train"] = {}
   for model in models:
-    _log(f"train step: {model} (late fusion), batch {batch_size}, {frames} frames")
-    results["train"][model] = phase(
+    log(f"train step: {model} (late fusion), batch {batch_size}, {frames} frames")
+    results["train"][model] = run_phase(
         train_step_benchmark, config, model, batch_size=batch_size, frames=frames,
         steps=steps, warmup=warmup)
   results["tf_starter"] = None
   if not skip_tf:
     num = tf_records or pipeline_batches * batch_size
-    _log(f"TF starter reader: {num} records")
-    results["tf_starter"] = phase(
+    log(f"TF starter reader: {num} records")
+    results["tf_starter"] = run_phase(
         tf_starter_benchmark, pattern, num_records=num,
         feature_sizes=tuple(config.data.feature_sizes), id_key=config.data.id_key,
         labels_key=config.data.labels_key, max_frames=frames)
@@ -581,14 +644,14 @@ def report(results: dict) -> str:
   """A header line and the human-readable table of `run_all`'s results."""
   header = (f"mmjax benchmark | {results['hardware']} | load average "
             f"{results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
-  return header + "\n" + _table(_rows(results))
+  return header + "\n" + table(_rows(results))
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
 
-def _fmt(value, unit: str = "") -> str:
+def fmt(value, unit: str = "") -> str:
   if isinstance(value, bool) or value is None:
     return str(value)
   if isinstance(value, int):
@@ -599,7 +662,7 @@ def _fmt(value, unit: str = "") -> str:
   return str(value) + unit
 
 
-def _table(rows) -> str:
+def table(rows) -> str:
   widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
   lines = []
   for row in rows:
@@ -607,50 +670,56 @@ def _table(rows) -> str:
   return "\n".join(lines)
 
 
+def timing_rows(compile_s: float, first_s: float, mean_s: float, min_s: float, *,
+                what: str = "step") -> list:
+  """Table rows (measure, value under an empty benchmark cell) of a compiled function:
+  compile, first `what`, `what` (mean / min)."""
+  return [("", "compile (lower+compile)", fmt(compile_s, " s")),
+          ("", f"first {what}", fmt(first_s, " s")),
+          ("", f"{what} (mean / min)", f"{fmt(mean_s, ' s')} / {fmt(min_s, ' s')}")]
+
+
 def _rows(results: dict) -> list:
   rows = [("benchmark", "measure", "value"), ("---", "---", "---")]
   for name, r in results["train"].items():
     section = f"train step: {name} (late, B={r['batch_size']}, T={r['frames']})"
-    rows += [(section, "parameters", _fmt(r["params"])),
-             ("", "compile (lower+compile)", _fmt(r["compile_s"], " s")),
-             ("", "first step", _fmt(r["first_step_s"], " s")),
-             ("", "step (mean / min)",
-              f"{_fmt(r['step_s'], ' s')} / {_fmt(r['step_min_s'], ' s')}"),
-             ("", "throughput", _fmt(r["examples_per_s"], " examples/s"))]
+    rows += [(section, "parameters", fmt(r["params"])),
+             *timing_rows(r["compile_s"], r["first_step_s"], r["step_s"], r["step_min_s"]),
+             ("", "throughput", fmt(r["examples_per_s"], " examples/s"))]
     if "flops_per_step" in r:
       rows.append(("", "XLA FLOPs/step; achieved",
                    f"{r['flops_per_step'] / 1e12:.3g} TFLOP; {r['tflops_per_s']:.3g} TFLOP/s"))
-    rows.append(("", "process peak RSS in phase", _fmt(r["peak_rss_mb"], " MB")))
+    rows.append(("", "process peak RSS in phase", fmt(r["peak_rss_mb"], " MB")))
   for key in ("pipeline", "pipeline_1_thread"):
     if key not in results:
       continue
     p = results[key]
     threads = f"{p['num_threads']} thread" + ("s" if p["num_threads"] != 1 else "")
     rows += [(f"input: mmjax grain ({threads})", "throughput",
-              _fmt(p["records_per_s"], " records/s")),
+              fmt(p["records_per_s"], " records/s")),
              ("", "records (mean real frames)", f"{p['records']} ({p['mean_frames']:.0f})"),
-             ("", "startup (index + 1st batch)", _fmt(p["startup_s"], " s")),
-             ("", "process peak RSS in phase", _fmt(p["peak_rss_mb"], " MB"))]
+             ("", "startup (index + 1st batch)", fmt(p["startup_s"], " s")),
+             ("", "process peak RSS in phase", fmt(p["peak_rss_mb"], " MB"))]
   t = results["tf_starter"]
   if t is None:
     rows.append(("input: TF starter code", "throughput", "skipped"))
   else:
     rows += [(f"input: TF starter code (tf {t['tf_version']}, eager)", "throughput",
-              _fmt(t["records_per_s"], " records/s")),
-             ("", "records", _fmt(t["records"])),
-             ("", "graph-mode tf.data.map (context)", _fmt(t["graph_records_per_s"],
+              fmt(t["records_per_s"], " records/s")),
+             ("", "records", fmt(t["records"])),
+             ("", "graph-mode tf.data.map (context)", fmt(t["graph_records_per_s"],
                                                           " records/s")),
              ("", "same values as mmjax", f"{t.get('tf_matches')} (max |diff| "
               f"{t.get('tf_max_abs_diff', float('nan')):.2g})"),
-             ("", "process peak RSS in phase", _fmt(t["peak_rss_mb"], " MB"))]
+             ("", "process peak RSS in phase", fmt(t["peak_rss_mb"], " MB"))]
   m = results["metrics"]
   rows += [(f"metrics: {m['num_videos']:,} x {m['num_classes']:,}", "update + compute",
-            f"{_fmt(m['update_s'], ' s')} + {_fmt(m['compute_s'], ' s')} = "
-            f"{_fmt(m['total_s'], ' s')}"),
-           ("", "throughput", _fmt(m["videos_per_s"], " videos/s")),
-           ("", "process peak RSS in phase", _fmt(m["peak_rss_mb"], " MB"))]
+            f"{fmt(m['update_s'], ' s')} + {fmt(m['compute_s'], ' s')} = "
+            f"{fmt(m['total_s'], ' s')}"),
+           ("", "throughput", fmt(m["videos_per_s"], " videos/s")),
+           ("", "process peak RSS in phase", fmt(m["peak_rss_mb"], " MB"))]
   mem = results["memory"]
-  rows.append(("process", "peak RSS (whole run)", _fmt(mem["process_peak_rss_mb"], " MB")))
+  rows.append(("process", "peak RSS (whole run)", fmt(mem["process_peak_rss_mb"], " MB")))
   if "device_peak_mb" in mem:
-    rows.append(("", "device peak", _fmt(mem["device_peak_mb"], " MB")))
+    rows.append(("", "device peak", fmt(mem["device_peak_mb"], " MB")))
   return rows

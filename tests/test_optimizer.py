@@ -1,13 +1,17 @@
 """The optimizer chain and the reduce-on-plateau rule (PyTorch ReduceLROnPlateau semantics:
 mode 'min', relative threshold, reduce when bad evaluations exceed `patience`)."""
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from conftest import load_config
-from mmjax.train.optimizer import (PlateauState, build_optimizer, observe_plateau,
+from mmjax.parallel import path_to_str
+from mmjax.train.optimizer import (PlateauState, build_optimizer, freeze, observe_plateau,
                                    scale_by_plateau)
 
 
@@ -55,3 +59,99 @@ def test_build_optimizer_is_adam_then_plateau():
   opt_config.name = "rmsprop"
   with pytest.raises(ValueError, match="config.optimizer.name"):
     build_optimizer(opt_config)
+
+
+class _PromptedText(nn.Module):
+  """A 'backbone' with learnable prompts, like deep prompt learning on a frozen CLIP."""
+
+  @nn.compact
+  def __call__(self, x):
+    prompts = self.param("prompts", nn.initializers.normal(0.02), (2, x.shape[-1]))
+    h = nn.Dense(4, name="encoder")(x + prompts.sum(0))
+    return nn.LayerNorm(name="final_layer_norm")(h)
+
+
+class _Tiny(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(1, name="head")(_PromptedText(name="text_model")(x))
+
+
+def _opt_config(name, trainable, grad_clip_norm=0.0):
+  return ml_collections.ConfigDict(dict(
+      name=name, learning_rate=1e-2, reduce_on_plateau=True, plateau_patience=2,
+      plateau_factor=0.1, plateau_threshold=1e-4, grad_clip_norm=grad_clip_norm,
+      trainable=trainable))
+
+
+def _bits(x):
+  x = np.asarray(x)
+  return x.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[x.dtype.itemsize])
+
+
+@pytest.mark.parametrize("name,clip", [("adam", 0.0), ("adamw", 1.0)])
+def test_freeze_keeps_frozen_params_bit_identical(name, clip):
+  model = _Tiny()
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 3))
+  y = jnp.arange(8.0)[:, None]
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  # -0.0 entries: p + 0.0 would turn them into +0.0; the frozen update must keep the bits.
+  params["text_model"]["encoder"]["bias"] = jnp.array([-0.0, 0.0, -0.0, 1.5], jnp.float32)
+  params["head"]["bias"] = jnp.array([-0.0], jnp.float32)
+  tx = build_optimizer(_opt_config(name, r".*prompts.*", clip))
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def update(params, opt_state):
+    grads = jax.grad(lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2))(params)
+    return tx.update(grads, opt_state, params)
+
+  # A separate jit: in one program XLA folds `p + constant 0` away and would hide +0.0 updates.
+  apply_updates = jax.jit(optax.apply_updates)
+  trained = params
+  for _ in range(3):
+    updates, opt_state = update(trained, opt_state)
+    trained = apply_updates(trained, updates)
+  before = {path_to_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  after = {path_to_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(trained)[0]}
+  assert set(before) == set(after) and "text_model/prompts" in before
+  for path, value in before.items():
+    if path == "text_model/prompts":
+      assert not np.array_equal(after[path], value), path
+    else:
+      assert np.array_equal(_bits(after[path]), _bits(value)), path
+  # Moments (Adam mu / nu) exist only for the trainable leaf; frozen ones hold no state.
+  state_paths = [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(opt_state)[0]]
+  moment_paths = [p for p in state_paths if "/mu/" in p or "/nu/" in p]
+  assert len(moment_paths) == 2 and all(p.endswith("text_model/prompts") for p in moment_paths), (
+      state_paths)
+  assert not any("encoder" in p or "head" in p for p in state_paths), state_paths
+  # The plateau rule still finds its state inside the partitioned optimizer state.
+  observed = observe_plateau(opt_state, 1.0, patience=0, factor=0.5)
+  scales = [x.scale for x in jax.tree.leaves(observed, is_leaf=lambda s: isinstance(
+      s, PlateauState)) if isinstance(x, PlateauState)]
+  assert len(scales) == 1
+
+
+def test_freeze_matches_inner_on_trainable_leaves():
+  params = {"a": jnp.array([1.0, 2.0]), "b": {"prompts": jnp.array([3.0, -4.0])}}
+  grads = {"a": jnp.array([0.5, 0.5]), "b": {"prompts": jnp.array([0.25, -1.0])}}
+  tx = freeze(optax.adamw(0.1, weight_decay=0.5), r"b/prompts")
+  updates, _ = tx.update(grads, tx.init(params), params)
+  inner = optax.adamw(0.1, weight_decay=0.5)
+  expected, _ = inner.update(grads["b"], inner.init(params["b"]), params["b"])
+  np.testing.assert_allclose(updates["b"]["prompts"], expected["prompts"], rtol=1e-6)
+  assert _bits(updates["a"]).tolist() == [0x80000000] * 2  # -0.0: the exact identity of +
+
+
+def test_freeze_regex_matching_nothing_is_a_config_error():
+  params = {"encoder": {"kernel": jnp.ones((2, 2))}}
+  tx = build_optimizer(_opt_config("adam", r"prompts"))  # fullmatch: 'encoder/kernel' no
+  with pytest.raises(ValueError, match=r"config\.optimizer\.trainable"):
+    tx.init(params)
+  with pytest.raises(ValueError, match=r"config\.optimizer\.trainable"):
+    build_optimizer(_opt_config("adam", r"(unclosed"))
+  # Empty (or absent) regex: no freezing, the plain chain.
+  tx = build_optimizer(_opt_config("adam", ""))
+  assert not isinstance(tx.init(params), optax.PartitionState)

@@ -1,5 +1,6 @@
 """Sharded training equals single-device training: 8 fake CPU devices as a 4 x 2 (data x model)
-mesh, parameters partitioned by the config's rules (NetVLAD's hidden kernel over both axes)."""
+mesh, parameters partitioned by the config's rules (NetVLAD's hidden kernel over both axes; CLIP's
+attention and MLP kernels tensor-parallel over 'model' and FSDP over 'data')."""
 
 import json
 import os
@@ -11,13 +12,13 @@ import pytest
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.parametrize("model,fusion", [("netvlad", "late"), ("transformer", "early")])
-def test_4x2_mesh_matches_one_device(model, fusion, cache_dir):
+def _run_equivalence(config_name, *overrides, cache_dir):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              MMJAX_CACHE=cache_dir, JAX_PLATFORMS="cpu")
   result = subprocess.run(
-      [sys.executable, os.path.join(TESTS, "helpers", "sharding_equivalence.py"), TESTS, model,
-       fusion], env=env, capture_output=True, text=True, timeout=600, check=False)
+      [sys.executable, os.path.join(TESTS, "helpers", "sharding_equivalence.py"), TESTS,
+       config_name, *overrides], env=env, capture_output=True, text=True, timeout=600,
+      check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["devices"] == 8
@@ -25,7 +26,27 @@ def test_4x2_mesh_matches_one_device(model, fusion, cache_dir):
     result = summary[optimizer]
     for sharded, single in zip(result["losses_sharded"], result["losses_single"]):
       assert abs(sharded - single) <= 1e-5 * max(1.0, abs(single)), summary
+    assert result["max_output_diff"] < 1e-5, summary
   assert summary["sgd"]["max_param_diff"] < 1e-5, summary
+  return summary
+
+
+@pytest.mark.parametrize("model,fusion", [("netvlad", "late"), ("transformer", "early")])
+def test_4x2_mesh_matches_one_device(model, fusion, cache_dir):
+  summary = _run_equivalence("ytb8m", f"model.name={model}", f"model.fusion={fusion}",
+                             cache_dir=cache_dir)
   if model == "netvlad":
     assert summary["specs"]["rgb_tower/netvlad_hidden/kernel"] == "P('data', 'model')"
     assert summary["specs"]["classifier/kernel"] == "P(None, 'model')"
+
+
+@pytest.mark.parametrize("config_name", ["clip_pretrain", "emovclip"])
+def test_clip_on_4x2_mesh_matches_one_device(config_name, cache_dir):
+  summary = _run_equivalence(config_name, cache_dir=cache_dir)
+  specs = summary["specs"]
+  layer = "vision_model/encoder/layers_0"
+  assert specs[f"{layer}/self_attn/q_proj/kernel"] == "P('data', 'model')"
+  assert specs[f"{layer}/self_attn/out_proj/kernel"] == "P('model', 'data')"
+  assert specs[f"{layer}/mlp/fc1/kernel"] == "P('data', 'model')"
+  assert specs[f"{layer}/mlp/fc2/kernel"] == "P('model', 'data')"
+  assert specs["text_model/embeddings/token_embedding/embedding"] == "P('data', None)"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, load_config
@@ -17,11 +18,20 @@ CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 
+# The headline metrics each task's evaluator reports (all in [0, 1]).
+TASK_METRICS = {
+    "youtube8m": ("gap", "map", "perr", "hit_at_1"),
+    "clip_pretrain": ("i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5"),
+    "emovclip": ("accuracy", "weighted_f1", "macro_f1"),
+}
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_has_a_tiny_variant_that_trains(name, cache_dir, tmp_path):
   config = load_config(name, "tiny")
   metrics = train_and_evaluate(config, str(tmp_path))
-  assert metrics and all(0.0 <= metrics[k] <= 1.0 for k in ("gap", "map", "perr", "hit_at_1"))
+  assert metrics and all(0.0 <= metrics[k] <= 1.0 for k in TASK_METRICS[config.task])
+  assert metrics["num_examples"] > 0 and np.isfinite(metrics["loss"])
   for variant in ("", "paper"):
     load_config(name, variant)  # the other variants at least build and lock
 

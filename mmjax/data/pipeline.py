@@ -3,9 +3,9 @@
 Pipeline (train)::
 
   global record index over all files (sorted)  -- grain.MapDataset of (file, record, offset, length)
-    -> shuffle (a global permutation, reseeded every epoch)
-    -> [process_index::process_count]           -- disjoint per JAX process, each epoch
-    -> repeat forever -> read + verify + parse (threads) -> batch (per-process batch size)
+    -> shuffle (a global permutation, reseeded every epoch) -> repeat forever
+    -> this process's block of every global batch  -- disjoint per JAX process (sharded_stream)
+    -> read + verify + parse (threads) -> batch (per-process batch size)
     -> thread prefetch of `prefetch_batches` batches
 
 Everything is a pure function of (files, seed, process index/count), so the iterator's
@@ -20,23 +20,20 @@ Batches are dicts of numpy arrays (T = data.max_frames at frame level, 1 at vide
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
-import time
 from typing import Any, Callable
-import weakref
 
 import grain
 import numpy as np
 
+from mmjax.data import cache
+from mmjax.data import sharded_stream
 from mmjax.data import synthetic
 from mmjax.data import tfrecord
+from mmjax.data.sharded_stream import config_value as _get
+from mmjax.data.sharded_stream import eval_num_batches
+from mmjax.data.sharded_stream import process_info as _process
 from mmjax.data.tfrecord import RecordError, SkipCounter
 from mmjax.data.youtube8m import RecordSpec
 
@@ -48,25 +45,7 @@ __all__ = [
 
 logger = logging.getLogger("mmjax.data")
 
-_STALE_TMP_SECONDS = 24 * 3600
 _MIN_BAD_TO_ABORT = 50
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-  if isinstance(config, dict):
-    return config.get(key, default)
-  return getattr(config, key, default)
-
-
-def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"need 0 <= process_index ({process_index}) < process_count "
-                     f"({process_count})")
-  return int(process_index), int(process_count)
 
 
 # -------------------------------------------------------------------------------------------
@@ -182,60 +161,6 @@ class _ReadAndParse:
       return None
 
 
-def _read_options(data_config: Any, batch_size: int) -> grain.ReadOptions:
-  num_threads = int(_get(data_config, "num_threads", 2))
-  buffer = max(batch_size, 4 * num_threads) if num_threads > 0 else 0
-  return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer)
-
-
-_LIVE_ITERATORS = weakref.WeakSet()
-
-
-@atexit.register
-def _close_live_iterators() -> None:
-  # Stop prefetch threads before interpreter teardown, where grain's __del__ -> close()
-  # fails noisily ("'NoneType' object has no attribute ...").
-  for iterator in list(_LIVE_ITERATORS):
-    try:
-      iterator.close()
-    except Exception:  # pylint: disable=broad-except
-      pass
-
-
-class _ThreadPrefetchIterator(grain.experimental.ThreadPrefetchDatasetIterator):
-  """grain's thread-prefetch iterator with an idempotent `close`."""
-
-  def close(self):
-    if getattr(self, "_mmjax_closed", False):
-      return
-    self._mmjax_closed = True
-    super().close()
-
-
-class _ThreadPrefetchIterDataset(grain.experimental.ThreadPrefetchIterDataset):
-  """grain's thread prefetch (`prefetch_buffer_size` batches), closed at interpreter exit."""
-
-  def __init__(self, parent: grain.IterDataset, *, prefetch_buffer_size: int):
-    super().__init__(parent, prefetch_buffer_size=prefetch_buffer_size)
-    self._buffer_size = prefetch_buffer_size
-
-  def __iter__(self):
-    iterator = _ThreadPrefetchIterator(self._parent.__iter__(), self._buffer_size)
-    _LIVE_ITERATORS.add(iterator)
-    return iterator
-
-
-def _prefetch(ds: grain.IterDataset, data_config: Any) -> grain.IterDataset:
-  # Always wrapped (0 = no prefetch thread): grain would otherwise inject its own.
-  num = int(_get(data_config, "prefetch_batches", 2))
-  return _ThreadPrefetchIterDataset(ds, prefetch_buffer_size=max(0, num))
-
-
-def _shuffle_seed(seed: int) -> int:
-  """A 32-bit shuffle seed; hashing keeps seed s's epoch e+1 unrelated to seed s+1's epoch e."""
-  return int(np.random.SeedSequence([int(seed) % 2**64, 0x59384D]).generate_state(1)[0])
-
-
 def _pattern(data_config: Any, key: str) -> str:
   pattern = _get(data_config, key, "")
   if not pattern:
@@ -248,37 +173,13 @@ def _pattern(data_config: Any, key: str) -> str:
 # Datasets.
 
 
-class _BlockShard(grain.MapDataset):
-  """Process p's view of a global stream cut into global batches of `block * count` entries:
-  position i maps to global position (i // block) * block * count + p * block + i % block."""
-
-  def __init__(self, parent: grain.MapDataset, *, block: int, index: int, count: int):
-    super().__init__(parent)
-    self._block, self._index, self._count = block, index, count
-
-  def __len__(self) -> int:
-    return len(self._parent) // self._count
-
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return self.slice(i)
-    step, offset = divmod(i, self._block)
-    return self._parent[(step * self._count + self._index) * self._block + offset]
-
-  def __str__(self) -> str:
-    return f"BlockShard(block={self._block}, index={self._index}, count={self._count})"
-
-
 def train_entries(index: RecordIndex, *, seed: int, process_index: int, process_count: int,
                   batch_size: int) -> grain.MapDataset:
   """The infinite sequence of index entries that one process reads in training.
 
-  The global stream is epoch after epoch of global permutations of all records (epoch e seeded
-  by `seed` and e). It is cut into global batches of batch_size * process_count entries, and
-  process p reads the p-th block of batch_size entries of each: the processes read disjoint
-  records, and the global batch (the concatenation of the process batches in process order) is
-  exactly the batch a single process would read with the global batch size. Results therefore do
-  not depend on the number of processes.
+  `sharded_stream.train_stream` over `index.entries`: epoch after epoch of global
+  permutations, process p reading the p-th block of batch_size entries of each global batch,
+  so results do not depend on the number of processes.
 
   Args:
     index: the global record index.
@@ -290,9 +191,8 @@ def train_entries(index: RecordIndex, *, seed: int, process_index: int, process_
   Returns:
     A `grain.MapDataset` of int64 [4] entries (see `RecordIndex`).
   """
-  ds = grain.MapDataset.source(index.entries)
-  ds = ds.shuffle(seed=_shuffle_seed(seed)).repeat()
-  return _BlockShard(ds, block=batch_size, index=process_index, count=process_count)
+  return sharded_stream.train_stream(index.entries, seed=seed, process_index=process_index,
+                                     process_count=process_count, batch_size=batch_size)
 
 
 def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
@@ -337,22 +237,14 @@ def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
   if len(index) < process_count:
     raise ValueError(f"{pattern}: {len(index)} records for {process_count} processes: every "
                      "process needs at least one")
-  ds = train_entries(index, seed=seed, process_index=process_index, process_count=process_count,
-                     batch_size=batch_size)
-  ds = ds.map(_ReadAndParse(index.files, spec, skip, counter))
-  ds = ds.to_iter_dataset(_read_options(data_config, batch_size))  # drops None (skipped)
-  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=spec.collate)
-  ds = _prefetch(ds, data_config)
+  ds = sharded_stream.train_batches(
+      index.entries, _ReadAndParse(index.files, spec, skip, counter), spec.collate, data_config,
+      batch_size=batch_size, seed=seed, process_index=process_index,
+      process_count=process_count)
   ds.skip_counter = counter
   ds.spec = spec
   ds.num_records = len(index)
   return ds
-
-
-def eval_num_batches(num_examples: int, batch_size: int, process_count: int) -> int:
-  """Batches every process yields in evaluation: ceil(ceil(N / P) / batch_size)."""
-  per_process = -(-num_examples // process_count)
-  return -(-per_process // batch_size)
 
 
 def make_eval_dataset(data_config: Any, *, batch_size: int, process_index: int | None = None,
@@ -385,23 +277,9 @@ def make_eval_dataset(data_config: Any, *, batch_size: int, process_index: int |
   counter = skip_counter if skip_counter is not None else SkipCounter()
   index = build_record_index(_pattern(data_config, "eval_pattern"), skip_bad_records=skip,
                              skip_counter=counter)
-  num = len(index)
-  max_examples = int(_get(data_config, "eval_max_examples", 0) or 0)
-  if max_examples > 0:
-    num = min(num, max_examples)
-  per_process = -(-num // process_count)
-  num_batches = eval_num_batches(num, batch_size, process_count)
-  lo = min(process_index * per_process, num)
-  hi = min(lo + per_process, num)
-  entries = np.full((num_batches * batch_size, 4), -1, np.int64)
-  entries[:hi - lo] = index.entries[lo:hi]
-  ds = grain.MapDataset.source(entries)
-  ds = ds.map(_ReadAndParse(index.files, spec, skip, counter))
-  ds = ds.to_iter_dataset(_read_options(data_config, batch_size), allow_nones=True)
-  ds = ds.batch(batch_size, drop_remainder=False, batch_fn=spec.collate)
-  ds = _prefetch(ds, data_config)
-  ds.num_batches = num_batches
-  ds.num_examples = num
+  ds = sharded_stream.eval_batches(
+      index.entries, _ReadAndParse(index.files, spec, skip, counter), spec.collate, data_config,
+      batch_size=batch_size, process_index=process_index, process_count=process_count)
   ds.skip_counter = counter
   ds.spec = spec
   return ds
@@ -451,10 +329,8 @@ def synthetic_directory(data_config: Any) -> str:
   `<root>/youtube8m_synthetic_<hash>`, root = data.synthetic.directory, else $MMJAX_CACHE,
   else ~/.cache/mmjax; the hash covers `synthetic_settings(data_config)`.
   """
-  root = (_get(data_config.synthetic, "directory", "") or os.environ.get("MMJAX_CACHE") or
-          os.path.join(os.path.expanduser("~"), ".cache", "mmjax"))
-  key = hashlib.sha256(json.dumps(synthetic_settings(data_config), sort_keys=True).encode())
-  return os.path.join(os.path.expanduser(root), f"youtube8m_synthetic_{key.hexdigest()[:12]}")
+  return cache.dataset_directory(_get(data_config.synthetic, "directory", ""),
+                                 "youtube8m_synthetic", synthetic_settings(data_config))
 
 
 def resolve_data_patterns(data_config: Any,
@@ -489,38 +365,10 @@ def resolve_data_patterns(data_config: Any,
                      f"{spec.feature_names}: set data.train_pattern/eval_pattern to real files")
   settings = synthetic_settings(data_config)
   directory = synthetic_directory(data_config)
-  if not synthetic.is_complete(directory, settings):
-    _write_synthetic_atomically(directory, settings, log)
-  else:
-    log(f"synthetic YouTube-8M: reusing {directory}")
+  kwargs = {k: v for k, v in settings.items() if k != "version"}
+  cache.build_atomically(
+      directory, lambda tmp: synthetic.write_synthetic_youtube8m(tmp, log=log, **kwargs),
+      lambda path: synthetic.is_complete(path, settings), what="synthetic YouTube-8M", log=log)
   files = synthetic.synthetic_files(directory)
   return DataPatterns(files.train_pattern, files.eval_pattern, taxonomy or files.taxonomy_file)
 
-
-def _write_synthetic_atomically(directory: str, settings: dict,
-                                log: Callable[[str], None]) -> None:
-  parent, name = os.path.split(directory)
-  os.makedirs(parent, exist_ok=True)
-  now = time.time()
-  for entry in os.listdir(parent):  # temporary directories of crashed writers
-    path = os.path.join(parent, entry)
-    if entry.startswith(f".{name}.tmp-") and now - os.path.getmtime(path) > _STALE_TMP_SECONDS:
-      shutil.rmtree(path, ignore_errors=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
-  try:
-    kwargs = {k: v for k, v in settings.items() if k != "version"}
-    synthetic.write_synthetic_youtube8m(tmp, log=log, **kwargs)
-    os.chmod(tmp, 0o755)
-    if os.path.isdir(directory) and not synthetic.is_complete(directory):
-      log(f"synthetic YouTube-8M: replacing incomplete {directory}")
-      shutil.rmtree(directory)
-    try:
-      os.rename(tmp, directory)
-      log(f"synthetic YouTube-8M: ready in {directory}")
-    except OSError:
-      if not synthetic.is_complete(directory, settings):
-        raise
-      log(f"synthetic YouTube-8M: another process wrote {directory} first; using it")
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,8 @@
-"""Evaluation metrics (YouTube-8M GAP / MAP / PERR / Hit@1)."""
+"""Evaluation metrics: YouTube-8M GAP / MAP / PERR / Hit@1, classification accuracy and
+weighted F1, image-text retrieval recall."""
 
+from mmjax.metrics.classification import ClassificationMetrics
+from mmjax.metrics.retrieval import RetrievalMetrics
 from mmjax.metrics.taxonomy import load_taxonomy
 from mmjax.metrics.youtube8m import Youtube8mMetrics
 from mmjax.metrics.youtube8m import error_rates
@@ -9,6 +12,8 @@ from mmjax.metrics.youtube8m import mean_ap
 from mmjax.metrics.youtube8m import perr
 
 __all__ = [
+    'ClassificationMetrics',
+    'RetrievalMetrics',
     'Youtube8mMetrics',
     'error_rates',
     'gap',

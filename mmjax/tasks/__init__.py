@@ -12,6 +12,9 @@ A Task provides:
   eval_dataset(batch_size, process_index, process_count) -> one-pass grain dataset, same number
                                    of batches on every process, padding rows with batch['weight']=0
   new_evaluator() -> object with update(predictions, batch) and compute() -> dict
+and optionally
+  pretrained_params(params) -> params or None   initial weights (e.g. a CLIP checkpoint) for a
+                                   fresh run: a full params tree of host arrays, or None
 """
 
 from typing import Callable, Dict
@@ -29,7 +32,8 @@ def register(name: str):
 
 def get_task(config):
   """Instantiates the task named by config.task (ValueError naming the key when unknown)."""
-  from mmjax.tasks import youtube8m  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  # pylint: disable-next=import-outside-toplevel,unused-import
+  from mmjax.tasks import clip_pretrain, emovclip, youtube8m  # noqa: F401
   if config.task not in _REGISTRY:
     raise ValueError(f"config.task={config.task!r}; registered tasks: {sorted(_REGISTRY)}")
   return _REGISTRY[config.task](config)

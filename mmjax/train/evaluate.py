@@ -25,7 +25,7 @@ def evaluate(task, eval_step, state, mesh, *, batch_size: int, log_every_batches
   for num_batches, local in enumerate(dataset, start=1):
     predictions, batch, batch_loss, batch_weight = eval_step(state,
                                                              parallel.global_batch(local, mesh))
-    evaluator.update(np.asarray(predictions), jax.tree.map(np.asarray, batch))
+    evaluator.update(jax.tree.map(np.asarray, predictions), jax.tree.map(np.asarray, batch))
     loss_sum, weight_sum = loss_sum + float(batch_loss), weight_sum + float(batch_weight)
     if num_batches % log_every_batches == 0:
       log.info("eval: %d batches (%.1f examples/s)", num_batches,

@@ -9,13 +9,26 @@ checkpointed with it); after each evaluation the trainer calls `observe_plateau(
 eval_loss, ...)`, which applies the rule: if loss < best * (1 - threshold) the loss becomes the
 best and the count of bad evaluations resets, otherwise the count grows; once it exceeds
 `patience` the scale is multiplied by `factor` (not below `min_scale`) and the count resets.
+
+Freezing (`config.optimizer.trainable`, e.g. r".*prompts.*" for prompt learning with a frozen
+backbone): when the regex is non-empty, the whole chain above is wrapped in
+`freeze(chain, trainable)`. Parameters whose '/'-joined path (mmjax.parallel.path_to_str, e.g.
+'text_model/prompts') fully matches the regex get the chain's updates; all others get zero
+updates and have no optimizer state (no Adam moments, no weight decay, and gradient clipping sees
+only the trainable gradients). The zero update is -0.0, the exact identity of IEEE addition
+(p + -0.0 == p bit for bit, even for p = -0.0, which p + 0.0 would turn into +0.0), so frozen
+parameters stay bit-identical under optax.apply_updates. A regex matching no parameter raises
+ValueError at `tx.init`, when the parameters are known.
 """
 
+import re
 from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from mmjax.parallel import path_to_str
 
 _OPTIMIZERS = {
     "adam": optax.adam,
@@ -62,9 +75,46 @@ def observe_plateau(opt_state, value, *, patience: int, factor: float, threshold
   return jax.tree.map(lambda x: step(x) if is_plateau(x) else x, opt_state, is_leaf=is_plateau)
 
 
+def _set_to_negative_zero() -> optax.GradientTransformation:
+  """Stateless: every update becomes -0.0 (p + -0.0 == p bitwise for every float p)."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: jnp.full_like(u, -0.0), updates), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def freeze(inner: optax.GradientTransformation, trainable: str) -> optax.GradientTransformation:
+  """Applies `inner` only to parameters whose path fully matches the regex `trainable`.
+
+  Built on optax.multi_transform: label 'trainable' -> `inner` (its state covers only those
+  leaves; frozen positions hold optax.MaskedNode), label 'frozen' -> a stateless transform whose
+  updates are -0.0, so frozen parameters stay bit-identical after optax.apply_updates (see the
+  module docstring). Paths are '/'-joined keys of the params tree, e.g. 'text_model/prompts'.
+
+  Raises:
+    ValueError (at init/update) naming `config.optimizer.trainable` if no parameter matches.
+  """
+  pattern = re.compile(trainable)
+
+  def labels(params):
+    paths_and_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    names = [path_to_str(path) for path, _ in paths_and_leaves]
+    if not any(pattern.fullmatch(name) for name in names):
+      shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+      raise ValueError(f"config.optimizer.trainable={trainable!r} matches no parameter path "
+                       f"(paths look like: {shown})")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "trainable" if pattern.fullmatch(path_to_str(path)) else "frozen",
+        params)
+
+  return optax.multi_transform({"trainable": inner, "frozen": _set_to_negative_zero()}, labels)
+
+
 def build_optimizer(opt_config, extra: Sequence[optax.GradientTransformation] = ()
                     ) -> optax.GradientTransformation:
-  """Returns the optax chain for `config.optimizer` (ValueError naming a bad key)."""
+  """Returns the optax chain for `config.optimizer` (ValueError naming a bad key), wrapped in
+  `freeze(chain, opt_config.trainable)` when that regex is set and non-empty."""
   if opt_config.name not in _OPTIMIZERS:
     raise ValueError(f"config.optimizer.name={opt_config.name!r}; expected one of "
                      f"{sorted(_OPTIMIZERS)}")
@@ -77,4 +127,13 @@ def build_optimizer(opt_config, extra: Sequence[optax.GradientTransformation] = 
   if opt_config.reduce_on_plateau:
     parts.append(scale_by_plateau())
   parts.extend(extra)
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  trainable = opt_config.get("trainable", "") or ""
+  if trainable:
+    try:
+      re.compile(trainable)
+    except re.error as e:
+      raise ValueError(f"config.optimizer.trainable={trainable!r} is not a valid regex: "
+                       f"{e}") from e
+    tx = freeze(tx, trainable)
+  return tx

@@ -1,10 +1,14 @@
 """Sharded state creation and the jit-compiled train / eval steps.
 
 Every function here is pure given (task, optimizer, mesh, rules): one `jax.jit` per step with
-explicit in/out shardings over the mesh; batches are sharded over the 'data' axis.
+explicit in/out shardings over the mesh; batches are sharded over the 'data' axis. The steps trace
+and run inside `jax.set_mesh(mesh)`, so code in a loss can see the mesh
+(`jax.sharding.get_abstract_mesh()`) and use collectives over its axes, e.g. the CLIP loss
+gathering embeddings over 'data' with `jax.shard_map`.
 """
 
-from typing import Callable, Tuple
+import functools
+from typing import Any, Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +17,40 @@ import optax
 from mmjax import parallel
 from mmjax.train.optimizer import observe_plateau
 from mmjax.train.state import TrainState, step_rng
+
+
+class MeshJit:
+  """A jitted function that traces, lowers and runs inside `jax.set_mesh(mesh)`.
+
+  Behaves like the `jax.jit` object it wraps (call, `.lower`, `.trace`, `.eval_shape`), keeping
+  its shardings and donation; only the ambient mesh is added. (`jax.set_mesh` must be entered
+  outside of jit, hence the wrapper rather than a context inside the step.)
+  """
+
+  def __init__(self, jitted: Callable, mesh):
+    self.jitted, self.mesh = jitted, mesh
+    functools.update_wrapper(self, jitted)
+
+  def __call__(self, *args, **kwargs):
+    with jax.set_mesh(self.mesh):
+      return self.jitted(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    with jax.set_mesh(self.mesh):
+      return self.jitted.lower(*args, **kwargs)
+
+  def trace(self, *args, **kwargs):
+    with jax.set_mesh(self.mesh):
+      return self.jitted.trace(*args, **kwargs)
+
+  def eval_shape(self, *args, **kwargs):
+    with jax.set_mesh(self.mesh):
+      return self.jitted.eval_shape(*args, **kwargs)
+
+  def __getattr__(self, name: str) -> Any:
+    if name == "jitted":  # not set yet (copy/pickle): avoid infinite recursion
+      raise AttributeError(name)
+    return getattr(self.jitted, name)
 
 
 def init_variables(task, seed: int):
@@ -63,8 +101,9 @@ def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
       rng=parallel.replicated(mesh))
 
 
-def make_train_step(task, tx, mesh, shardings: TrainState) -> Callable:
-  """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', ...}); donates the state."""
+def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
+  """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', ...}); donates the state.
+  Traces and runs under `jax.set_mesh(mesh)` (see MeshJit)."""
   mutable = list(shardings.model_state.keys())
 
   def train_step(state: TrainState, batch):
@@ -84,14 +123,15 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> Callable:
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, metrics
 
-  return jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
-                 out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+  return MeshJit(jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                         out_shardings=(shardings, parallel.replicated(mesh)),
+                         donate_argnums=(0,)), mesh)
 
 
-def make_eval_step(task, mesh, shardings: TrainState) -> Callable:
+def make_eval_step(task, mesh, shardings: TrainState) -> MeshJit:
   """jit(eval_step)(state, batch) -> (predictions, batch, weighted loss sum, weight sum), all
   replicated on every process, so each process can feed the global batch to its (host-side)
-  evaluator and all compute the same metrics."""
+  evaluator and all compute the same metrics. Traces and runs under `jax.set_mesh(mesh)`."""
   def eval_step(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
     outputs = task.model.apply(variables, batch, train=False)
@@ -99,8 +139,8 @@ def make_eval_step(task, mesh, shardings: TrainState) -> Callable:
     weight = jnp.sum(batch["weight"])
     return task.predictions(outputs), batch, loss * weight, weight
 
-  return jax.jit(eval_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+  return MeshJit(jax.jit(eval_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                         out_shardings=parallel.replicated(mesh)), mesh)
 
 
 def make_plateau_observer(opt_config, shardings: TrainState) -> Callable:

@@ -15,6 +15,7 @@ from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging as absl_logging
 
 from mmjax import parallel
@@ -98,8 +99,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   tx = build_optimizer(config.optimizer)
   state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  log.info("model %s/%s: %s parameters", config.model.name, config.model.fusion,
-           f"{num_params:,}")
+  log.info("task %s: %s parameters", config.task, f"{num_params:,}")
 
   local_batch = config.batch_size // jax.process_count()
   train_iter = iter(task.train_dataset(local_batch, config.seed, jax.process_index(),
@@ -111,6 +111,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   if latest is not None:
     state = checkpointer.restore(latest, abstract_like(state, shardings), train_iter)
     log.info("resumed from %s at step %d", checkpointer.directory, latest)
+  else:
+    state = _load_pretrained(task, state, shardings)
 
   train_step = make_train_step(task, tx, mesh, shardings)
   eval_step = make_eval_step(task, mesh, shardings)
@@ -127,6 +129,16 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     checkpointer.close()
     writer.close()
   return eval_metrics
+
+
+def _load_pretrained(task, state, shardings):
+  """A fresh run starts from the task's pretrained weights, if it has any."""
+  params = task.pretrained_params(state.params) if hasattr(task, "pretrained_params") else None
+  if params is None:
+    return state
+  log.info("initial weights: pretrained (%s)", type(task).__name__)
+  params = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), params, state.params)
+  return state.replace(params=jax.device_put(params, shardings.params))
 
 
 def _loop(config, task, state, train_iter, train_step, eval_step, observe_plateau, mesh,

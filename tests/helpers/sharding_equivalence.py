@@ -1,6 +1,7 @@
-"""Run a few train steps of a tiny config on a 4x2 mesh over 8 (fake CPU) devices and on a single
-device; print a JSON summary. Invoked by tests/test_sharding.py with
-XLA_FLAGS=--xla_force_host_platform_device_count=8 (must be set before jax starts)."""
+"""Run the forward pass and a few train steps of a config's tiny variant on a 4x2 mesh over 8
+(fake CPU) devices and on a single device; print a JSON summary. Invoked by
+tests/test_sharding.py with XLA_FLAGS=--xla_force_host_platform_device_count=8 (must be set
+before jax starts) as: sharding_equivalence.py TESTS_DIR CONFIG_NAME [key=value ...]."""
 
 import json
 import sys
@@ -24,6 +25,10 @@ def run(config, devices, mesh_axes, batches):
   tx = build_optimizer(config.optimizer)
   state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
   step = make_train_step(task, tx, mesh, shardings)
+  with jax.set_mesh(mesh):
+    outputs = jax.jit(lambda p, b: task.model.apply({"params": p, **state.model_state}, b))(
+        state.params, parallel.global_batch(batches[0], mesh))
+  outputs = jax.tree.map(np.asarray, outputs)
   losses = []
   for batch in batches:
     state, metrics = step(state, parallel.global_batch(batch, mesh))
@@ -31,13 +36,18 @@ def run(config, devices, mesh_axes, batches):
   specs = {parallel.path_to_str(p): str(s.spec) for p, s in
            jax.tree_util.tree_flatten_with_path(shardings.params)[0]}
   params = jax.tree.map(np.asarray, state.params)
-  return losses, params, specs
+  return losses, params, specs, outputs
 
 
 def main():
-  model_name, fusion = sys.argv[2], sys.argv[3]
-  config = load_config("ytb8m", "tiny")
-  config.model.name, config.model.fusion = model_name, fusion
+  config = load_config(sys.argv[2], "tiny")
+  for override in sys.argv[3:]:
+    key, value = override.split("=", 1)
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = type(node[leaf])(value)
   config.optimizer.learning_rate = 1e-2  # large enough that parameter differences would show
   task = get_task(config)
   task.prepare(lambda *a: None)
@@ -51,8 +61,10 @@ def main():
     sharded = run(config, jax.devices(), [("data", 4), ("model", 2)], batches)
     single = run(config, jax.devices()[:1], [("data", 1), ("model", 1)], batches)
     diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), sharded[1], single[1])
+    outputs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), sharded[3], single[3])
     summary[optimizer] = {"losses_sharded": sharded[0], "losses_single": single[0],
-                          "max_param_diff": max(jax.tree.leaves(diffs))}
+                          "max_param_diff": max(jax.tree.leaves(diffs)),
+                          "max_output_diff": max(jax.tree.leaves(outputs))}
     summary["specs"] = sharded[2]
   print(json.dumps(summary))
 

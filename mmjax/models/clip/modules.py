@@ -302,6 +302,20 @@ class Clip(nn.Module):
     embeds = self.encode_image(pixel_values.reshape((batch * frames,) + pixel_values.shape[2:]))
     return embeds["embeds"].reshape(batch, frames, -1).mean(axis=1)
 
+  def classify(self, pixel_values, class_input_ids, class_attention_mask=None) -> jnp.ndarray:
+    """Class logits from class-name prompts (zero-shot, or prompt-tuned with prompts > 0).
+
+    logits[b, c] = exp(logit_scale) * norm(v_b) . norm(t_c), with v_b the image embedding of
+    pixel_values [B, S, S, C] or the mean frame embedding of a video [B, T, S, S, C], and t_c
+    the text embedding of class c's prompt (class_input_ids [C, L], e.g. "a photo of a {c}.").
+    """
+    if pixel_values.ndim == 5:
+      visual = self.encode_video(pixel_values)
+    else:
+      visual = self.encode_image(pixel_values)["embeds"]
+    text = self.encode_text(class_input_ids, class_attention_mask)["embeds"]
+    return jnp.exp(self.logit_scale) * l2_normalize(visual) @ l2_normalize(text).T
+
   def __call__(self, input_ids=None, attention_mask=None, pixel_values=None
                ) -> Dict[str, jnp.ndarray]:
     """Runs the towers whose inputs are given.

@@ -1,0 +1,106 @@
+"""EmoVCLIP (MER2024 seed 003, section 3.2): CLIP with deep vision-language prompt learning on a
+frozen backbone for video emotion recognition; frames mean-pooled over time; classes from
+"a photo of a {label}." prompts.
+
+The default prompt-tunes the 'tiny' CLIP (random backbone: no weights are downloaded) on an
+embedded synthetic labelled-video set; point config.model.checkpoint at a Hugging Face CLIP
+directory (e.g. a local copy of openai/clip-vit-base-patch32) for the real method, and
+config.data.{train,eval}_labels / frames_dir at MER-style labels and face frames.
+Variants: ':tiny' (seconds, tests), ':paper' (ViT-B/32 shapes, N = 4 prompts in all D = 12 layers,
+Adam 3e-4, batch 64, 8 frames), ':zero_shot' (no prompts, no training: CLIP zero-shot
+classification of the eval clips from class names).
+
+Usage:
+  python launch/train.py --config=configs/emovclip.py --workdir=/tmp/emovclip
+  python launch/train.py --config=configs/emovclip.py:paper \
+      --config.model.checkpoint=/models/clip-vit-base-patch32 \
+      --config.data.train_labels=/data/mer2024/train.csv \
+      --config.data.eval_labels=/data/mer2024/val.csv --config.data.frames_dir=/data/mer2024/frames
+"""
+
+import ml_collections
+
+from mmjax.models.clip.sharding import PARTITION_RULES
+
+MER_CLASSES = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """Returns the config; `variant` is '', 'tiny', 'paper' or 'zero_shot'."""
+  if variant not in ("", "tiny", "paper", "zero_shot"):
+    raise ValueError(f"unknown variant {variant!r} of configs/emovclip.py; expected '', 'tiny', "
+                     "'paper' or 'zero_shot'")
+  config = ml_collections.ConfigDict()
+  config.task = "emovclip"
+  config.seed = 0
+  config.total_steps = 1500
+  config.batch_size = 16
+  config.eval_batch_size = 32
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 3
+  config.mesh = (("data", -1), ("model", 1))
+  config.sharding_rules = PARTITION_RULES
+
+  config.model = ml_collections.ConfigDict()
+  config.model.preset = "tiny"
+  config.model.checkpoint = ""  # HF CLIP directory (architecture + frozen backbone weights)
+  config.model.num_prompts = 4  # N learnable tokens per layer and tower (EmoVCLIP: 4)
+  config.model.prompt_depth = 2  # D first layers with prompts (EmoVCLIP: 12 = all of ViT-B)
+  config.model.template = "a photo of a {}."
+
+  config.data = ml_collections.ConfigDict()
+  config.data.train_labels = ""  # empty: the embedded synthetic clips
+  config.data.eval_labels = ""
+  config.data.frames_dir = "frames"  # relative to the label file's directory unless absolute
+  config.data.class_names = MER_CLASSES
+  config.data.num_frames = 4
+  config.data.image_size = 32  # must equal the vision tower's image_size
+  config.data.num_threads = 2
+  config.data.prefetch_batches = 2
+  config.data.eval_max_examples = 0
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.directory = ""
+  config.data.synthetic.num_train = 480
+  config.data.synthetic.num_eval = 120
+  config.data.synthetic.min_frames = 4
+  config.data.synthetic.max_frames = 12
+  config.data.synthetic.seed = 0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-2
+  config.optimizer.grad_clip_norm = 1.0
+  config.optimizer.trainable = r".*/prompts"  # only the prompts train (frozen backbone)
+  config.optimizer.reduce_on_plateau = False
+  config.optimizer.plateau_patience = 2
+  config.optimizer.plateau_factor = 0.5
+  config.optimizer.plateau_threshold = 1e-4
+
+  if variant == "tiny":
+    config.total_steps = 6
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.log_every_steps = 3
+    config.eval_every_steps = 0
+    config.checkpoint_every_steps = 3
+    config.data.synthetic.num_train = 24
+    config.data.synthetic.num_eval = 12
+    config.data.synthetic.max_frames = 6
+  elif variant == "paper":
+    config.model.preset = "ViT-B/32"
+    config.model.prompt_depth = 12
+    config.data.image_size = 224
+    config.data.num_frames = 8
+    config.batch_size = 64
+    config.optimizer.learning_rate = 3e-4
+    config.total_steps = 3000
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+  elif variant == "zero_shot":
+    config.model.num_prompts = 0
+    config.optimizer.trainable = ""
+    config.total_steps = 0
+  config.lock()
+  return config

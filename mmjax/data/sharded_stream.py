@@ -1,0 +1,265 @@
+"""Process-sharded, checkpointable grain streams over a table of record entries.
+
+A dataset is an array of entries (one row per record: an int64 index, or a few int64 fields
+such as (file, record, offset, length)); a `read` function turns an entry into an example and a
+`collate` function turns a list of examples into a batch. This module decides which entries
+each JAX process reads, in which order:
+
+* training (`train_stream`): epoch after epoch of global permutations of all entries (epoch e
+  seeded by `seed` and e), cut into global batches; process p reads the p-th block of each, so
+  the global batch (the process batches concatenated in process order) does not depend on the
+  number of processes;
+* evaluation (`eval_entries`): one pass in order, a contiguous block per process, padded with
+  -1 entries so that every process yields the same number of batches.
+
+Everything is a pure function of (entries, seed, process index/count), so an iterator's
+`get_state()` (a few integers) restores it exactly.
+"""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any, Callable
+import weakref
+
+import grain
+import numpy as np
+
+__all__ = [
+    "BlockShard", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
+    "positive_int", "prefetch", "process_info", "read_options", "shuffle_seed", "train_batches",
+    "train_stream",
+]
+
+
+def config_value(config: Any, key: str, default: Any = None) -> Any:
+  """`config[key]` for a dict, `config.key` otherwise; `default` when absent."""
+  if isinstance(config, dict):
+    return config.get(key, default)
+  return getattr(config, key, default)
+
+
+def positive_int(data_config: Any, key: str) -> int:
+  """data.<key>, checked to be a positive int (the error names the config key)."""
+  value = config_value(data_config, key, None)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    raise ValueError(f"config key data.{key} must be a positive int, got {value!r}")
+  return int(value)
+
+
+def process_info(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  """(process_index, process_count), from `jax` where None; checks 0 <= index < count."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"need 0 <= process_index ({process_index}) < process_count "
+                     f"({process_count})")
+  return int(process_index), int(process_count)
+
+
+def shuffle_seed(seed: int) -> int:
+  """A 32-bit shuffle seed; hashing keeps seed s's epoch e+1 unrelated to seed s+1's epoch e."""
+  return int(np.random.SeedSequence([int(seed) % 2**64, 0x59384D]).generate_state(1)[0])
+
+
+class BlockShard(grain.MapDataset):
+  """Process p's view of a global stream cut into global batches of `block * count` entries:
+  position i maps to global position (i // block) * block * count + p * block + i % block."""
+
+  def __init__(self, parent: grain.MapDataset, *, block: int, index: int, count: int):
+    super().__init__(parent)
+    self._block, self._index, self._count = block, index, count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return self.slice(i)
+    step, offset = divmod(i, self._block)
+    return self._parent[(step * self._count + self._index) * self._block + offset]
+
+  def __str__(self) -> str:
+    return f"BlockShard(block={self._block}, index={self._index}, count={self._count})"
+
+
+def train_stream(entries: np.ndarray, *, seed: int, process_index: int, process_count: int,
+                 batch_size: int) -> grain.MapDataset:
+  """The infinite sequence of entries that one process reads in training.
+
+  The global stream is epoch after epoch of global permutations of `entries` (epoch e seeded by
+  `seed` and e). It is cut into global batches of batch_size * process_count entries, and
+  process p reads the p-th block of batch_size entries of each: the processes read disjoint
+  entries, and the global batch (the concatenation of the process batches in process order) is
+  exactly the batch a single process would read with the global batch size.
+
+  Args:
+    entries: [N, ...] array, one row per record (N >= 1).
+    seed: shuffle seed.
+    process_index: this process.
+    process_count: number of processes.
+    batch_size: examples per batch of this process.
+
+  Returns:
+    A `grain.MapDataset` of rows of `entries`.
+  """
+  if len(entries) == 0:
+    raise ValueError("train_stream: no entries to read")
+  ds = grain.MapDataset.source(entries)
+  ds = ds.shuffle(seed=shuffle_seed(seed)).repeat()
+  return BlockShard(ds, block=batch_size, index=process_index, count=process_count)
+
+
+def eval_num_batches(num_examples: int, batch_size: int, process_count: int) -> int:
+  """Batches every process yields in evaluation: ceil(ceil(N / P) / batch_size)."""
+  per_process = -(-num_examples // process_count)
+  return -(-per_process // batch_size)
+
+
+def eval_entries(entries: np.ndarray, *, batch_size: int, process_index: int,
+                 process_count: int, max_examples: int = 0) -> tuple[np.ndarray, int, int]:
+  """The entries one process reads in an evaluation pass, padded to whole batches.
+
+  The first N entries (N = `max_examples` if > 0, else all) are split into `process_count`
+  contiguous blocks of ceil(N / P); every process gets `eval_num_batches(N, batch_size, P)`
+  batches' worth of rows, the missing ones being -1 rows (padding).
+
+  Args:
+    entries: [M, ...] array, one row per record, in evaluation order.
+    batch_size: examples per batch of this process.
+    process_index: this process.
+    process_count: number of processes.
+    max_examples: if > 0, only the first `max_examples` entries are evaluated.
+
+  Returns:
+    (padded entries [num_batches * batch_size, ...] of the dtype of `entries`, num_batches, N).
+  """
+  num = len(entries)
+  if max_examples and max_examples > 0:
+    num = min(num, int(max_examples))
+  per_process = -(-num // process_count)
+  num_batches = eval_num_batches(num, batch_size, process_count)
+  lo = min(process_index * per_process, num)
+  hi = min(lo + per_process, num)
+  padded = np.full((num_batches * batch_size,) + entries.shape[1:], -1, entries.dtype)
+  padded[:hi - lo] = entries[lo:hi]
+  return padded, num_batches, num
+
+
+# -------------------------------------------------------------------------------------------
+# Reading, batching, prefetching.
+
+
+def read_options(data_config: Any, batch_size: int) -> grain.ReadOptions:
+  """grain read options: data.num_threads (default 2) threads of this process."""
+  num_threads = int(config_value(data_config, "num_threads", 2))
+  buffer = max(batch_size, 4 * num_threads) if num_threads > 0 else 0
+  return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer)
+
+
+_LIVE_ITERATORS = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_iterators() -> None:
+  # Stop prefetch threads before interpreter teardown, where grain's __del__ -> close()
+  # fails noisily ("'NoneType' object has no attribute ...").
+  for iterator in list(_LIVE_ITERATORS):
+    try:
+      iterator.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+class _ThreadPrefetchIterator(grain.experimental.ThreadPrefetchDatasetIterator):
+  """grain's thread-prefetch iterator with an idempotent `close`."""
+
+  def close(self):
+    if getattr(self, "_mmjax_closed", False):
+      return
+    self._mmjax_closed = True
+    super().close()
+
+
+class _ThreadPrefetchIterDataset(grain.experimental.ThreadPrefetchIterDataset):
+  """grain's thread prefetch (`prefetch_buffer_size` batches), closed at interpreter exit."""
+
+  def __init__(self, parent: grain.IterDataset, *, prefetch_buffer_size: int):
+    super().__init__(parent, prefetch_buffer_size=prefetch_buffer_size)
+    self._buffer_size = prefetch_buffer_size
+
+  def __iter__(self):
+    iterator = _ThreadPrefetchIterator(self._parent.__iter__(), self._buffer_size)
+    _LIVE_ITERATORS.add(iterator)
+    return iterator
+
+
+def prefetch(ds: grain.IterDataset, data_config: Any) -> grain.IterDataset:
+  """`ds` with data.prefetch_batches (default 2) batches prefetched in a thread."""
+  # Always wrapped (0 = no prefetch thread): grain would otherwise inject its own.
+  num = int(config_value(data_config, "prefetch_batches", 2))
+  return _ThreadPrefetchIterDataset(ds, prefetch_buffer_size=max(0, num))
+
+
+def train_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
+                  collate: Callable[[list], Any], data_config: Any, *, batch_size: int,
+                  seed: int, process_index: int, process_count: int) -> grain.IterDataset:
+  """The infinite, shuffled training batches of this process.
+
+  `train_stream` -> `read` (in data.num_threads threads; None results are dropped) -> batches
+  of `batch_size` through `collate` -> data.prefetch_batches batches of thread prefetch. The
+  iterator supports `get_state()`/`set_state()` and resumes exactly.
+
+  Args:
+    entries: [N, ...] array, one row per record.
+    read: entry row -> example (or None to skip it).
+    collate: list of `batch_size` examples -> batch.
+    data_config: `config.data` (keys num_threads, prefetch_batches).
+    batch_size: examples per batch of this process.
+    seed: shuffle seed.
+    process_index: this process.
+    process_count: number of processes.
+
+  Returns:
+    A `grain.IterDataset` of batches.
+  """
+  ds = train_stream(entries, seed=seed, process_index=process_index,
+                    process_count=process_count, batch_size=batch_size)
+  ds = ds.map(read)
+  ds = ds.to_iter_dataset(read_options(data_config, batch_size))  # drops None (skipped)
+  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=collate)
+  return prefetch(ds, data_config)
+
+
+def eval_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
+                 collate: Callable[[list], Any], data_config: Any, *, batch_size: int,
+                 process_index: int, process_count: int) -> grain.IterDataset:
+  """One evaluation pass of this process (see `eval_entries`), in batches.
+
+  Args:
+    entries: [M, ...] array, one row per record, in evaluation order.
+    read: entry row -> example; it must return None for padding rows (all -1).
+    collate: list of `batch_size` examples, None for padding -> batch (padding weight 0).
+    data_config: `config.data` (keys eval_max_examples, num_threads, prefetch_batches).
+    batch_size: examples per batch of this process.
+    process_index: this process.
+    process_count: number of processes.
+
+  Returns:
+    A finite `grain.IterDataset` of batches with attributes `.num_batches` (the same on every
+    process) and `.num_examples` (N, over all processes).
+  """
+  max_examples = int(config_value(data_config, "eval_max_examples", 0) or 0)
+  padded, num_batches, num = eval_entries(entries, batch_size=batch_size,
+                                          process_index=process_index,
+                                          process_count=process_count, max_examples=max_examples)
+  ds = grain.MapDataset.source(padded)
+  ds = ds.map(read)
+  ds = ds.to_iter_dataset(read_options(data_config, batch_size), allow_nones=True)
+  ds = ds.batch(batch_size, drop_remainder=False, batch_fn=collate)
+  ds = prefetch(ds, data_config)
+  ds.num_batches = num_batches
+  ds.num_examples = num
+  return ds

@@ -1,0 +1,80 @@
+"""CLIP contrastive pretraining on image-text pairs (seed 000 eq. 2-3; Radford et al. 2021).
+
+Binds: mmjax.data.image_text (CSV/JSONL pair lists, synthetic default), mmjax.models.clip,
+the symmetric contrastive loss over the global batch (mmjax.losses.clip_contrastive_loss,
+embeddings gathered across the 'data' mesh axis), and image-text retrieval recall@k over the
+whole eval set. The checkpointed params are exactly Clip's: `launch/export_clip.py` writes them
+as a Hugging Face directory that `mmjax.models.clip.from_pretrained` (and transformers) load.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax import losses, metrics
+from mmjax.data import image_text
+from mmjax.models import clip
+from mmjax.tasks import clip_common, register
+
+
+@register("clip_pretrain")
+class ClipPretrainTask:
+  """See mmjax.tasks for the interface."""
+
+  def __init__(self, config):
+    self.config = config
+    self.data_config = config.data
+    self.clip = clip_common.build_clip(config.model)
+    clip_common.check_image_size(config.data, self.clip)
+    self.model = clip_common.CheckpointModel(
+        self.clip, clip.Clip.__call__,
+        lambda b: {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
+                   "pixel_values": b["pixel_values"]})
+    self.tokenizer = clip_common.tokenizer(config.model)
+
+  def prepare(self, log=print) -> None:
+    """Resolves the pair lists (writing the synthetic default once if none are given)."""
+    data_config = self.config.data.copy_and_resolve_references()
+    train_file, eval_file = image_text.resolve_files(data_config, log=log)
+    with data_config.unlocked():
+      data_config.train_file, data_config.eval_file = train_file, eval_file
+    self.data_config = data_config
+
+  def pretrained_params(self, params):
+    return clip_common.pretrained_params(self.config.model, params)
+
+  def example_batch(self, batch_size: int):
+    batch = clip.example_inputs(self.clip.config, batch_size)
+    batch["weight"] = np.ones((batch_size,), np.float32)
+    return batch
+
+  def loss(self, outputs, batch):
+    loss = losses.clip_contrastive_loss(outputs["image_embeds"], outputs["text_embeds"],
+                                        outputs["logit_scale"], weight=batch["weight"])
+    return loss, {"temperature": 1.0 / jnp.exp(outputs["logit_scale"])}
+
+  def predictions(self, outputs):
+    return {"image_embeds": outputs["image_embeds"], "text_embeds": outputs["text_embeds"]}
+
+  def train_dataset(self, batch_size, seed, process_index, process_count):
+    return image_text.make_train_dataset(self.data_config, self.tokenizer, batch_size=batch_size,
+                                         seed=seed, process_index=process_index,
+                                         process_count=process_count)
+
+  def eval_dataset(self, batch_size, process_index, process_count):
+    return image_text.make_eval_dataset(self.data_config, self.tokenizer, batch_size=batch_size,
+                                        process_index=process_index, process_count=process_count)
+
+  def new_evaluator(self):
+    return _RetrievalEvaluator()
+
+
+class _RetrievalEvaluator:
+  def __init__(self):
+    self._metrics = metrics.RetrievalMetrics(ks=(1, 5))
+
+  def update(self, predictions, batch):
+    self._metrics.update(predictions["image_embeds"], predictions["text_embeds"],
+                         batch["input_ids"], batch["weight"])
+
+  def compute(self):
+    return self._metrics.compute()

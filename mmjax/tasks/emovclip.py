@@ -1,0 +1,95 @@
+"""EmoVCLIP (MER2024, seed 003 section 3.2): video emotion classification with CLIP and deep
+vision-language prompt learning on a frozen backbone.
+
+Every frame of a clip goes through the prompted image tower; frame embeddings are mean-pooled
+over time; class c's text is `model.template.format(c)` ("a photo of a {}." style) through the
+prompted text tower; logits = exp(logit_scale) * cos(video, text_c) (`Clip.classify`). Only
+the prompts train: config.optimizer.trainable (a regex on parameter paths) freezes everything
+else in the optimizer (mmjax.train.optimizer.freeze). With num_prompts = 0 and no training
+steps the same task is CLIP zero-shot classification (configs/emovclip.py:zero_shot).
+
+Binds: mmjax.data.labelled_video (MER-style label CSV + frames, synthetic default),
+mmjax.models.clip, weighted cross-entropy, accuracy / weighted F1 (MER's WAF).
+"""
+
+import jax
+import numpy as np
+import optax
+
+from mmjax import losses, metrics
+from mmjax.data import labelled_video
+from mmjax.models import clip
+from mmjax.models.clip.classify import class_prompts
+from mmjax.tasks import clip_common, register
+
+
+@register("emovclip")
+class EmoVClipTask:
+  """See mmjax.tasks for the interface."""
+
+  def __init__(self, config):
+    self.config = config
+    self.data_config = config.data
+    self.class_names = tuple(config.data.class_names)
+    self.clip = clip_common.build_clip(config.model)
+    clip_common.check_image_size(config.data, self.clip)
+    self.tokenizer = clip_common.tokenizer(config.model)
+    prompts = class_prompts(self.tokenizer, self.class_names, config.model.template,
+                            self.clip.num_prompts)
+    self.model = clip_common.CheckpointModel(
+        self.clip, clip.Clip.classify,
+        lambda b: {"pixel_values": b["pixel_values"],
+                   "class_input_ids": prompts["input_ids"],
+                   "class_attention_mask": prompts["attention_mask"]})
+
+  def prepare(self, log=print) -> None:
+    """Resolves the label files (writing the synthetic default once if none are given)."""
+    data_config = self.config.data.copy_and_resolve_references()
+    train_labels, eval_labels = labelled_video.resolve_files(data_config, log=log)
+    with data_config.unlocked():
+      data_config.train_labels, data_config.eval_labels = train_labels, eval_labels
+    self.data_config = data_config
+
+  def pretrained_params(self, params):
+    return clip_common.pretrained_params(self.config.model, params)
+
+  def example_batch(self, batch_size: int):
+    size = self.clip.config.vision.image_size
+    return {"pixel_values": np.zeros((batch_size, self.config.data.num_frames, size, size, 3),
+                                      np.float32),
+            "label": np.zeros((batch_size,), np.int32),
+            "weight": np.ones((batch_size,), np.float32)}
+
+  def loss(self, logits, batch):
+    """Weighted mean cross-entropy over the clips (padding rows have weight 0)."""
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (logits.argmax(-1) == batch["label"]).astype(logits.dtype)
+    return losses.weighted_mean(per_example, batch["weight"]), {
+        "accuracy": losses.weighted_mean(correct, batch["weight"])}
+
+  def predictions(self, logits):
+    return jax.nn.softmax(logits)
+
+  def train_dataset(self, batch_size, seed, process_index, process_count):
+    return labelled_video.make_train_dataset(self.data_config, batch_size=batch_size, seed=seed,
+                                             process_index=process_index,
+                                             process_count=process_count)
+
+  def eval_dataset(self, batch_size, process_index, process_count):
+    return labelled_video.make_eval_dataset(self.data_config, batch_size=batch_size,
+                                            process_index=process_index,
+                                            process_count=process_count)
+
+  def new_evaluator(self):
+    return _ClassificationEvaluator(len(self.class_names))
+
+
+class _ClassificationEvaluator:
+  def __init__(self, num_classes: int):
+    self._metrics = metrics.ClassificationMetrics(num_classes)
+
+  def update(self, predictions, batch):
+    self._metrics.update(predictions, batch["label"], batch["weight"])
+
+  def compute(self):
+    return self._metrics.compute()
