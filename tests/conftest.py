@@ -25,3 +25,12 @@ def load_config(name: str, variant: str = ""):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(variant)
+
+
+@pytest.fixture(autouse=True)
+def _mmjax_logs_reach_caplog():
+  """The trainer's setup_logging stops 'mmjax' records propagating (absl's root handler would
+  print them twice); re-enable propagation so caplog sees them whatever ran before."""
+  import logging  # pylint: disable=import-outside-toplevel
+  logging.getLogger("mmjax").propagate = True
+  yield
