@@ -245,3 +245,20 @@ def test_tokenizer_errors(tmp_path):
     clip.load_tokenizer(str(tmp_path / "does-not-exist"))
   with pytest.raises(ValueError, match="context_length=1"):
     clip.load_tokenizer(context_length=1)
+
+
+def test_sharded_safetensors_checkpoints_load(plain_checkpoint, tmp_path):
+  path, _ = plain_checkpoint
+  tensors = load_file(os.path.join(path, "model.safetensors"))
+  names = sorted(tensors)
+  shards = {"model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2]}
+  for shard, keys in shards.items():
+    save_file({k: tensors[k] for k in keys}, os.path.join(tmp_path, shard))
+  (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+      {"metadata": {}, "weight_map": {k: s for s, keys in shards.items() for k in keys}}))
+  (tmp_path / "config.json").write_text(open(os.path.join(path, "config.json")).read())
+  _, sharded = clip.from_pretrained(str(tmp_path))
+  _, single = clip.from_pretrained(path)
+  for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+    np.testing.assert_array_equal(a, b)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Callable
 
-__all__ = ["MARKER_FILE", "build_atomically", "cache_root", "dataset_directory",
+__all__ = ["MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root", "dataset_directory",
            "ensure_dataset", "is_complete", "write_marker"]
 
 MARKER_FILE = "synthetic.json"
@@ -47,13 +47,19 @@ def is_complete(directory: str, settings: dict | None = None) -> bool:
   return settings is None or marker.get("settings") == settings
 
 
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and a rename (readers never see half)."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
+  os.replace(tmp, path)
+
+
 def write_marker(directory: str, settings: dict, **extra) -> None:
   """Atomically writes the marker file `{"settings": settings, **extra}` (write it last)."""
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump({"settings": settings, **extra}, f, indent=2)
-  os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-  os.replace(tmp, os.path.join(directory, MARKER_FILE))
+  atomic_write_text(os.path.join(directory, MARKER_FILE),
+                    json.dumps({"settings": settings, **extra}, indent=2))
 
 
 def build_atomically(directory: str, write: Callable[[str], None],

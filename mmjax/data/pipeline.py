@@ -368,7 +368,7 @@ def resolve_data_patterns(data_config: Any,
   kwargs = {k: v for k, v in settings.items() if k != "version"}
   cache.build_atomically(
       directory, lambda tmp: synthetic.write_synthetic_youtube8m(tmp, log=log, **kwargs),
-      lambda path: synthetic.is_complete(path, settings), what="synthetic YouTube-8M", log=log)
+      lambda path: cache.is_complete(path, settings), what="synthetic YouTube-8M", log=log)
   files = synthetic.synthetic_files(directory)
   return DataPatterns(files.train_pattern, files.eval_pattern, taxonomy or files.taxonomy_file)
 

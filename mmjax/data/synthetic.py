@@ -31,7 +31,6 @@ Files written in `directory`:
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -40,11 +39,11 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
+from mmjax.data import cache
 from mmjax.data import tfrecord
 from mmjax.data.youtube8m import quantize
 
 GENERATOR_VERSION = 1
-MARKER_FILE = "synthetic.json"
 TAXONOMY_FILE = "taxonomy.csv"
 META_FILE = "synthetic_meta.npz"
 
@@ -74,16 +73,6 @@ def synthetic_files(directory: str) -> SyntheticFiles:
       eval_pattern=os.path.join(directory, "validate-*-of-*.tfrecord"),
       taxonomy_file=os.path.join(directory, TAXONOMY_FILE),
       meta_file=os.path.join(directory, META_FILE))
-
-
-def is_complete(directory: str, settings: dict | None = None) -> bool:
-  """Whether `directory` holds a finished synthetic dataset (with these `settings`)."""
-  try:
-    with open(os.path.join(directory, MARKER_FILE)) as f:
-      marker = json.load(f)
-  except (OSError, ValueError):
-    return False
-  return settings is None or marker.get("settings") == settings
 
 
 class _World:
@@ -251,7 +240,7 @@ def write_synthetic_youtube8m(directory: str | os.PathLike, *, num_train: int, n
                            max_frames=max_frames, num_shards=num_shards, seed=seed,
                            feature_sizes=feature_sizes, id_key=id_key)
   files = synthetic_files(directory)
-  if is_complete(directory, settings):
+  if cache.is_complete(directory, settings):
     log(f"synthetic YouTube-8M: reusing {directory}")
     return files
   os.makedirs(directory, exist_ok=True)
@@ -285,23 +274,14 @@ def write_synthetic_youtube8m(directory: str | os.PathLike, *, num_train: int, n
       tfrecord.write_tfrecord(path, _records(world, rng, videos, bounds[shard], bounds[shard + 1],
                                              prefix, id_key, progress))
 
-  _atomic_write_text(files.taxonomy_file, "class_index,level,name\n" + "".join(
+  cache.atomic_write_text(files.taxonomy_file, "class_index,level,name\n" + "".join(
       f"{c},{lvl},{name}\n" for c, lvl, name in zip(world.classes, world.levels, world.names())))
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
   with os.fdopen(fd, "wb") as f:
     np.savez(f, **meta)
   os.chmod(tmp, 0o644)
   os.replace(tmp, files.meta_file)
-  _atomic_write_text(os.path.join(directory, MARKER_FILE), json.dumps(
-      {"settings": settings, "seconds": round(time.time() - start_time, 2)}, indent=2))
+  cache.write_marker(directory, settings, seconds=round(time.time() - start_time, 2))
   log(f"synthetic YouTube-8M: wrote {num_train} train + {num_eval} eval videos to {directory} in "
       f"{time.time() - start_time:.1f} s")
   return files
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-  os.replace(tmp, path)

@@ -133,6 +133,13 @@ def _prompt_params(module: nn.Module, depth: int, num: int, width: int, num_laye
   return module.param("prompts", _normal(0.02), (depth, num, width))
 
 
+def _prompt_replacer(prompts: jnp.ndarray, depth: int, positions: slice):
+  """(x [B, L, W], layer i) -> x with x[:, positions] = prompts[i] for 0 < i < depth."""
+  def replace(x, i):
+    return x.at[:, positions].set(prompts[i].astype(x.dtype)) if i < depth else x
+  return replace
+
+
 class TextEmbeddings(nn.Module):
   """token_embedding(ids) (+ prompts at positions 1..N) + position_embedding[:L + N]."""
   config: TextConfig
@@ -180,8 +187,7 @@ class TextTransformer(nn.Module):
     replace = None
     if n:
       valid = jnp.concatenate([valid[:, :1], jnp.ones((batch, n), bool), valid[:, 1:]], axis=1)
-      def replace(x, i):
-        return x.at[:, 1:1 + n].set(prompts[i].astype(x.dtype)) if i < self.prompt_depth else x
+      replace = _prompt_replacer(prompts, self.prompt_depth, slice(1, 1 + n))
     total = length + n
     causal = jnp.tril(jnp.ones((total, total), bool))
     x = Encoder(c, name="encoder")(x, causal[None, None] & valid[:, None, None, :], replace)
@@ -251,10 +257,7 @@ class VisionTransformer(nn.Module):
     x = VisionEmbeddings(c, name="embeddings")(pixel_values,
                                                None if prompts is None else prompts[0])
     x = nn.LayerNorm(c.layer_norm_eps, name="pre_layrnorm")(x)
-    replace = None
-    if n:
-      def replace(x, i):
-        return x.at[:, -n:].set(prompts[i].astype(x.dtype)) if i < self.prompt_depth else x
+    replace = _prompt_replacer(prompts, self.prompt_depth, slice(-n, None)) if n else None
     x = Encoder(c, name="encoder")(x, None, replace)
     pooled = nn.LayerNorm(c.layer_norm_eps, name="post_layernorm")(x[:, 0])
     return {"pooled": pooled, "sequence": x[:, :x.shape[1] - n]}
