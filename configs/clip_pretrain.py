@@ -17,6 +17,7 @@ caption per row (keys data.image_key / data.caption_key).
 import ml_collections
 
 from mmjax.models.clip.sharding import PARTITION_RULES
+from mmjax.train.optimizer import optimizer_config
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -58,15 +59,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.num_eval = 256
   config.data.synthetic.seed = 0
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 5e-4
-  config.optimizer.grad_clip_norm = 1.0
-  config.optimizer.trainable = ""  # regex of trainable parameter paths; empty: all
-  config.optimizer.reduce_on_plateau = False
-  config.optimizer.plateau_patience = 2
-  config.optimizer.plateau_factor = 0.5
-  config.optimizer.plateau_threshold = 1e-4
+  # Keys and defaults: mmjax.train.optimizer.optimizer_config (trainable '': all parameters).
+  config.optimizer = optimizer_config(name="adamw", learning_rate=5e-4, grad_clip_norm=1.0)
 
   if variant == "tiny":
     config.total_steps = 6

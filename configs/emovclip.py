@@ -21,6 +21,7 @@ Usage:
 import ml_collections
 
 from mmjax.models.clip.sharding import PARTITION_RULES
+from mmjax.train.optimizer import optimizer_config
 
 MER_CLASSES = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 
@@ -68,15 +69,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.max_frames = 12
   config.data.synthetic.seed = 0
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"
-  config.optimizer.learning_rate = 1e-2
-  config.optimizer.grad_clip_norm = 1.0
-  config.optimizer.trainable = r".*/prompts"  # only the prompts train (frozen backbone)
-  config.optimizer.reduce_on_plateau = False
-  config.optimizer.plateau_patience = 2
-  config.optimizer.plateau_factor = 0.5
-  config.optimizer.plateau_threshold = 1e-4
+  # Only the prompts train (frozen backbone): `trainable` is a regex on parameter paths.
+  config.optimizer = optimizer_config(name="adam", learning_rate=1e-2, grad_clip_norm=1.0,
+                                      trainable=r".*/prompts")
 
   if variant == "tiny":
     config.total_steps = 6

@@ -17,8 +17,11 @@ import tempfile
 import time
 from typing import Callable
 
-__all__ = ["MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root", "dataset_directory",
-           "ensure_dataset", "is_complete", "write_marker"]
+from mmjax.data.sharded_stream import config_value
+
+__all__ = ["MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root",
+           "configured_files", "dataset_directory", "ensure_dataset", "is_complete",
+           "write_marker"]
 
 MARKER_FILE = "synthetic.json"
 _STALE_TMP_SECONDS = 24 * 3600
@@ -54,6 +57,19 @@ def atomic_write_text(path: str, text: str) -> None:
     f.write(text)
   os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
   os.replace(tmp, path)
+
+
+def configured_files(data_config, train_key: str, eval_key: str) -> tuple[str, str] | None:
+  """(data.<train_key>, data.<eval_key>) when the user configured real files; None when both are
+  empty (use the synthetic default); ValueError naming both keys when only the eval one is set."""
+  train = config_value(data_config, train_key, "") or ""
+  evaluation = config_value(data_config, eval_key, "") or ""
+  if train:
+    return train, evaluation
+  if evaluation:
+    raise ValueError(f"data.{eval_key} is {evaluation!r} but data.{train_key} is empty (the "
+                     "synthetic dataset): set both or neither")
+  return None
 
 
 def write_marker(directory: str, settings: dict, **extra) -> None:

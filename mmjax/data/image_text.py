@@ -356,13 +356,9 @@ def resolve_files(data_config: Any, log: Callable[[str], None] = print) -> tuple
   Returns:
     (train_file, eval_file).
   """
-  train = config_value(data_config, "train_file", "") or ""
-  evaluation = config_value(data_config, "eval_file", "") or ""
-  if train:
-    return train, evaluation
-  if evaluation:
-    raise ValueError(f"data.eval_file is {evaluation!r} but data.train_file is empty (the "
-                     "synthetic dataset): set both or neither")
+  configured = cache.configured_files(data_config, "train_file", "eval_file")
+  if configured:
+    return configured
   syn = config_value(data_config, "synthetic", None) or {}
   settings = synthetic_settings(
       num_train=config_value(syn, "num_train", 2000), num_eval=config_value(syn, "num_eval", 200),

@@ -424,13 +424,9 @@ def resolve_files(data_config: Any, log: Callable[[str], None] = print) -> tuple
   Returns:
     (train_labels, eval_labels).
   """
-  train = config_value(data_config, "train_labels", "") or ""
-  evaluation = config_value(data_config, "eval_labels", "") or ""
-  if train:
-    return train, evaluation
-  if evaluation:
-    raise ValueError(f"data.eval_labels is {evaluation!r} but data.train_labels is empty (the "
-                     "synthetic dataset): set both or neither")
+  configured = cache.configured_files(data_config, "train_labels", "eval_labels")
+  if configured:
+    return configured
   frames_dir = config_value(data_config, "frames_dir", "") or FRAMES_DIR
   if frames_dir != FRAMES_DIR:
     raise ValueError(f"data.frames_dir is {frames_dir!r} but the synthetic clips (empty "

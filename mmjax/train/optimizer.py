@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from mmjax.parallel import path_to_str
@@ -109,6 +110,21 @@ def freeze(inner: optax.GradientTransformation, trainable: str) -> optax.Gradien
         params)
 
   return optax.multi_transform({"trainable": inner, "frozen": _set_to_negative_zero()}, labels)
+
+
+def optimizer_config(**values) -> ml_collections.ConfigDict:
+  """`config.optimizer` with every key build_optimizer reads; `values` override the defaults:
+  name 'adam', learning_rate 1e-3, grad_clip_norm 0 (off), trainable '' (all parameters),
+  reduce_on_plateau False, plateau_patience 2, plateau_factor 0.1, plateau_threshold 1e-4
+  (relative improvement that counts). Unknown keys raise KeyError."""
+  config = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=1e-3, grad_clip_norm=0.0, trainable="",
+      reduce_on_plateau=False, plateau_patience=2, plateau_factor=0.1, plateau_threshold=1e-4))
+  for key, value in values.items():
+    if key not in config:
+      raise KeyError(f"optimizer_config: unknown key {key!r}; known: {sorted(config.keys())}")
+    config[key] = value
+  return config
 
 
 def build_optimizer(opt_config, extra: Sequence[optax.GradientTransformation] = ()
