@@ -20,7 +20,7 @@ from typing import Callable
 from mmjax.data.sharded_stream import config_value
 
 __all__ = ["MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root",
-           "configured_files", "dataset_directory", "ensure_dataset", "is_complete",
+           "configured_files", "configured_or_default", "dataset_directory", "ensure_dataset", "is_complete",
            "write_marker"]
 
 MARKER_FILE = "synthetic.json"
@@ -70,6 +70,19 @@ def configured_files(data_config, train_key: str, eval_key: str) -> tuple[str, s
     raise ValueError(f"data.{eval_key} is {evaluation!r} but data.{train_key} is empty (the "
                      "synthetic dataset): set both or neither")
   return None
+
+
+def configured_or_default(data_config, key: str, train_key: str, resolve) -> str:
+  """data.<key> if set, else the matching file of `resolve(data_config)` (the (train, eval)
+  pair, written synthetically if needed); ValueError naming the key if that is empty too."""
+  path = config_value(data_config, key, "")
+  if path:
+    return path
+  train, evaluation = resolve(data_config)
+  path = train if key == train_key else evaluation
+  if not path:
+    raise ValueError(f"config key data.{key} is empty (data.{train_key} is {train!r}): set it")
+  return path
 
 
 def write_marker(directory: str, settings: dict, **extra) -> None:

@@ -94,19 +94,10 @@ def read_pairs(path: str, image_key: str = "image",
   return list(zip(pairs.images, pairs.captions))
 
 
-def _list_file(data_config: Any, key: str) -> str:
-  path = config_value(data_config, key, "")
-  if not path:
-    train_file, eval_file = resolve_files(data_config, log=logger.info)
-    path = train_file if key == "train_file" else eval_file
-    if not path:
-      raise ValueError(f"config key data.{key} is empty (data.train_file is "
-                       f"{train_file!r}): set it to a list file")
-  return path
-
-
 def _pair_list(data_config: Any, key: str) -> _PairList:
-  return _PairList(_list_file(data_config, key), config_value(data_config, "image_key", "image"),
+  path = cache.configured_or_default(data_config, key, "train_file",
+                                     lambda c: resolve_files(c, log=logger.info))
+  return _PairList(path, config_value(data_config, "image_key", "image"),
                    config_value(data_config, "caption_key", "caption"))
 
 
@@ -125,11 +116,8 @@ class _LoadPair:
     i = int(entry)
     if i < 0:
       return None
-    try:
+    with tables.at_line(self._pairs.path, self._pairs.lines[i]):
       pixels = images.load_image(self._pairs.images[i], self._image_size)
-    except (FileNotFoundError, ValueError) as e:
-      error = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
-      raise error(f"{self._pairs.path}: line {self._pairs.lines[i]}: {e}") from e
     return {"pixel_values": pixels, "caption": self._pairs.captions[i]}
 
 

@@ -166,19 +166,10 @@ def load_clip(path: str, num_frames: int, image_size: int) -> np.ndarray:
                    for i in sample_frame_indices(len(files), num_frames)])
 
 
-def _labels_file(data_config: Any, key: str) -> str:
-  path = config_value(data_config, key, "")
-  if not path:
-    train_labels, eval_labels = resolve_files(data_config, log=logger.info)
-    path = train_labels if key == "train_labels" else eval_labels
-    if not path:
-      raise ValueError(f"config key data.{key} is empty (data.train_labels is "
-                       f"{train_labels!r}): set it to a labels CSV")
-  return path
-
-
 def _clip_list(data_config: Any, key: str) -> _ClipList:
-  return _ClipList(_labels_file(data_config, key), config_value(data_config, "class_names", ()),
+  path = cache.configured_or_default(data_config, key, "train_labels",
+                                     lambda c: resolve_files(c, log=logger.info))
+  return _ClipList(path, config_value(data_config, "class_names", ()),
                    config_value(data_config, "frames_dir", FRAMES_DIR))
 
 
@@ -199,12 +190,9 @@ class _LoadClip:
     if i < 0:
       return None
     clips = self._clips
-    try:
-      path = find_frames(clips.frames_dir, clips.names[i])
-      pixels = load_clip(path, self._num_frames, self._image_size)
-    except (FileNotFoundError, ValueError) as e:
-      error = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
-      raise error(f"{clips.path}: line {clips.lines[i]}: {e}") from e
+    with tables.at_line(clips.path, clips.lines[i]):
+      pixels = load_clip(find_frames(clips.frames_dir, clips.names[i]), self._num_frames,
+                         self._image_size)
     return {"pixel_values": pixels, "label": clips.labels[i]}
 
 

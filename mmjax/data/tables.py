@@ -7,12 +7,13 @@ name the file, the line and the missing key or bad value.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 from typing import Sequence
 
-__all__ = ["SUPPORTED_EXTENSIONS", "read_table"]
+__all__ = ["SUPPORTED_EXTENSIONS", "at_line", "read_table"]
 
 SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json")
 
@@ -91,3 +92,13 @@ def _read_json_lines(f, path: str, keys: Sequence[str]) -> list[tuple[int, dict[
       values[k] = value if isinstance(value, str) else str(value)
     rows.append((line_number, values))
   return rows
+
+
+@contextlib.contextmanager
+def at_line(path: str, line: int):
+  """Re-raises a FileNotFoundError / ValueError from the block prefixed with 'path: line N: ',
+  so an error while loading an example names the list file row that asked for it."""
+  try:
+    yield
+  except (FileNotFoundError, ValueError) as e:
+    raise type(e)(f"{path}: line {line}: {e}") from e
