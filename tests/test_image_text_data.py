@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.batches import assert_batches_equal, take
 from mmjax.data import image_text
 from mmjax.data import images
 from mmjax.data import sharded_stream
@@ -38,19 +39,6 @@ def random_image(shape, seed=0):
 def reference(pixels):
   """Independent normalization (float64)."""
   return (pixels.astype(np.float64) / 255 - MEAN) / STD
-
-
-def take(ds_or_iter, n):
-  it = iter(ds_or_iter)
-  return [next(it) for _ in range(n)]
-
-
-def assert_batches_equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert sorted(x) == sorted(y)
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key])
 
 
 # ------------------------------------------------------------------------------------------

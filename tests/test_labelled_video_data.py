@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.batches import assert_batches_equal, take
 from mmjax.data import images
 from mmjax.data import labelled_video
 from mmjax.data import sharded_stream
@@ -16,19 +17,6 @@ from mmjax.data import sharded_stream
 SIZE = 32
 NUM_FRAMES = 3
 CLASSES = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-
-
-def take(ds_or_iter, n):
-  it = iter(ds_or_iter)
-  return [next(it) for _ in range(n)]
-
-
-def assert_batches_equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert sorted(x) == sorted(y)
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key])
 
 
 # ------------------------------------------------------------------------------------------

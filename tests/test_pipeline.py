@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
+from helpers.batches import assert_batches_equal, take
 from mmjax.data import pipeline
 from mmjax.data import synthetic
 from mmjax.data import tfrecord
@@ -55,11 +56,6 @@ def make_config(directory, **overrides):
   return config
 
 
-def take(ds_or_iter, n):
-  it = iter(ds_or_iter)
-  return [next(it) for _ in range(n)]
-
-
 def fingerprints(batch):
   """One bytes key per real example (its first rgb frame identifies the video)."""
   return [batch["rgb"][i, 0].tobytes() for i in np.nonzero(batch["weight"])[0]]
@@ -68,14 +64,6 @@ def fingerprints(batch):
 def all_fingerprints(pattern, max_frames=MAX_FRAMES):
   spec = RecordSpec(feature_sizes=SIZES, num_classes=NUM_CLASSES, max_frames=max_frames)
   return [r["rgb"][0].tobytes() for r in read_records(pattern, spec)]
-
-
-def assert_batches_equal(a, b):
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    assert sorted(x) == sorted(y)
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key])
 
 
 # ------------------------------------------------------------------------------------------
