@@ -19,7 +19,7 @@ flags.mark_flag_as_required("output")
 
 def main(argv):
   del argv
-  from mmjax.tasks.clip_common import export_checkpoint  # pylint: disable=import-outside-toplevel
+  from mmjax.train.export import export_checkpoint  # pylint: disable=import-outside-toplevel
   step = export_checkpoint(cli.FLAGS.config, cli.workdir(), flags.FLAGS.output, flags.FLAGS.step)
   print(f"exported step {step} of {cli.workdir()} to {flags.FLAGS.output}")
 

@@ -14,7 +14,7 @@ from conftest import load_config
 from helpers import hf_clip
 from mmjax.models import clip
 from mmjax.models.clip.classify import class_prompts, zero_shot_logits
-from mmjax.tasks.clip_common import export_checkpoint
+from mmjax.train.export import export_checkpoint
 from mmjax.train import train_and_evaluate
 from mmjax.train.trainer import restore_for_eval
 

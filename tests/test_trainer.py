@@ -6,13 +6,18 @@ import json
 import logging
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import ROOT, load_config
+from mmjax import parallel
 from mmjax.data import tfrecord
+from mmjax.tasks import get_task
 from mmjax.train import NonFiniteLossError, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.optimizer import build_optimizer
+from mmjax.train.steps import create_train_state, make_eval_step
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -34,6 +39,20 @@ def test_every_config_has_a_tiny_variant_that_trains(name, cache_dir, tmp_path):
   assert metrics["num_examples"] > 0 and np.isfinite(metrics["loss"])
   for variant in ("", "paper"):
     load_config(name, variant)  # the other variants at least build and lock
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_eval_step_gathers_only_what_the_evaluator_reads(name, cache_dir):
+  """Model inputs (frames, pixels) stay sharded; only labels and weights come back."""
+  config = load_config(name, "tiny")
+  task = get_task(config)
+  mesh = parallel.make_mesh(config.mesh)
+  state, shardings = create_train_state(task, build_optimizer(config.optimizer), mesh,
+                                        config.sharding_rules, config.seed)
+  batch = parallel.global_batch(task.example_batch(2), mesh)
+  _, evaluator_batch, _, weight = make_eval_step(task, mesh, shardings)(state, batch)
+  assert sorted(evaluator_batch) == sorted(task.evaluator_keys)
+  assert float(weight) == 2.0 and jax.tree.leaves(evaluator_batch)
 
 
 @pytest.mark.parametrize("model,fusion", [("netvlad", "early"), ("netvlad", "late"),

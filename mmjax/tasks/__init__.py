@@ -12,6 +12,8 @@ A Task provides:
   eval_dataset(batch_size, process_index, process_count) -> one-pass grain dataset, same number
                                    of batches on every process, padding rows with batch['weight']=0
   new_evaluator() -> object with update(predictions, batch) and compute() -> dict
+  evaluator_keys                   the batch keys the evaluator reads (only these are gathered
+                                   to every process after an eval step)
 and optionally
   pretrained_params(params) -> params or None   initial weights (e.g. a CLIP checkpoint) for a
                                    fresh run: a full params tree of host arrays, or None

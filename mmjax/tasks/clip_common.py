@@ -11,7 +11,6 @@ config.model keys:
 """
 
 import os
-import shutil
 from typing import Callable, Dict, Optional
 
 import jax
@@ -77,20 +76,13 @@ def check_image_size(data_config, module: clip.Clip) -> None:
                      f"tower takes {expected}x{expected} images (config.model): make them equal")
 
 
-def export_checkpoint(config, workdir: str, output: str, step: Optional[int] = None) -> int:
-  """Writes a trained CLIP task's checkpoint (latest or `step`) as a Hugging Face directory
-  (config.json + model.safetensors, plus the tokenizer files of model.checkpoint if it has them)
-  that mmjax.models.clip.from_pretrained and transformers' CLIPModel load. Prompts are not part
-  of that format and are not exported. Returns the exported step."""
-  from mmjax.train.trainer import restore_for_eval  # pylint: disable=import-outside-toplevel
-  task, state, _, _, step = restore_for_eval(config, workdir, step)
-  if not isinstance(getattr(task, "model", None), CheckpointModel):
-    raise ValueError(f"config.task={config.task!r} is not a CLIP task; nothing to export")
-  params = jax.tree.map(np.asarray, jax.device_get(state.params))
-  clip.save_pretrained(params, task.clip.config, output)
-  for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json"):
-    source = os.path.join(config.model.checkpoint, name) if config.model.checkpoint else ""
-    if source and os.path.isfile(source):
-      shutil.copyfile(source, os.path.join(output, name))
-  return step
+
+def resolved_data_config(data_config, resolve_files, keys, log):
+  """A copy of `config.data` whose (train, eval) file keys hold `resolve_files`' answer: the
+  configured files, or the synthetic default (written once)."""
+  data_config = data_config.copy_and_resolve_references()
+  files = resolve_files(data_config, log=log)
+  with data_config.unlocked():
+    for key, value in zip(keys, files):
+      data_config[key] = value
+  return data_config

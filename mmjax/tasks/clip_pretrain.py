@@ -20,6 +20,8 @@ from mmjax.tasks import clip_common, register
 class ClipPretrainTask:
   """See mmjax.tasks for the interface."""
 
+  evaluator_keys = ("input_ids", "weight")
+
   def __init__(self, config):
     self.config = config
     self.data_config = config.data
@@ -33,11 +35,8 @@ class ClipPretrainTask:
 
   def prepare(self, log=print) -> None:
     """Resolves the pair lists (writing the synthetic default once if none are given)."""
-    data_config = self.config.data.copy_and_resolve_references()
-    train_file, eval_file = image_text.resolve_files(data_config, log=log)
-    with data_config.unlocked():
-      data_config.train_file, data_config.eval_file = train_file, eval_file
-    self.data_config = data_config
+    self.data_config = clip_common.resolved_data_config(
+        self.config.data, image_text.resolve_files, ('train_file', 'eval_file'), log)
 
   def pretrained_params(self, params):
     return clip_common.pretrained_params(self.config.model, params)

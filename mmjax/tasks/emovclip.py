@@ -27,6 +27,8 @@ from mmjax.tasks import clip_common, register
 class EmoVClipTask:
   """See mmjax.tasks for the interface."""
 
+  evaluator_keys = ("label", "weight")
+
   def __init__(self, config):
     self.config = config
     self.data_config = config.data
@@ -44,11 +46,8 @@ class EmoVClipTask:
 
   def prepare(self, log=print) -> None:
     """Resolves the label files (writing the synthetic default once if none are given)."""
-    data_config = self.config.data.copy_and_resolve_references()
-    train_labels, eval_labels = labelled_video.resolve_files(data_config, log=log)
-    with data_config.unlocked():
-      data_config.train_labels, data_config.eval_labels = train_labels, eval_labels
-    self.data_config = data_config
+    self.data_config = clip_common.resolved_data_config(
+        self.config.data, labelled_video.resolve_files, ('train_labels', 'eval_labels'), log)
 
   def pretrained_params(self, params):
     return clip_common.pretrained_params(self.config.model, params)

@@ -18,6 +18,8 @@ from mmjax.tasks import register
 class Youtube8mTask:
   """See mmjax.tasks for the interface."""
 
+  evaluator_keys = ("labels", "weight")
+
   def __init__(self, config):
     self.config = config
     self.data_config = config.data

@@ -129,15 +129,18 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
 
 
 def make_eval_step(task, mesh, shardings: TrainState) -> MeshJit:
-  """jit(eval_step)(state, batch) -> (predictions, batch, weighted loss sum, weight sum), all
-  replicated on every process, so each process can feed the global batch to its (host-side)
-  evaluator and all compute the same metrics. Traces and runs under `jax.set_mesh(mesh)`."""
+  """jit(eval_step)(state, batch) -> (predictions, evaluator batch, weighted loss sum, weight
+  sum), all replicated on every process, so each process can feed the global batch to its
+  (host-side) evaluator and all compute the same metrics. The evaluator batch holds only
+  `task.evaluator_keys` (labels, weights: not the model inputs, which may be large video
+  tensors). Traces and runs under `jax.set_mesh(mesh)`."""
   def eval_step(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
     outputs = task.model.apply(variables, batch, train=False)
     loss, _ = task.loss(outputs, batch)
     weight = jnp.sum(batch["weight"])
-    return task.predictions(outputs), batch, loss * weight, weight
+    evaluator_batch = {key: batch[key] for key in task.evaluator_keys}
+    return task.predictions(outputs), evaluator_batch, loss * weight, weight
 
   return MeshJit(jax.jit(eval_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
                          out_shardings=parallel.replicated(mesh)), mesh)

@@ -59,6 +59,7 @@ class _TwoTowers(nn.Module):
 class _Task:
   """The parts of the task interface that mmjax.train.steps uses."""
   model = _TwoTowers()
+  evaluator_keys = ("weight",)
 
   def example_batch(self, batch_size):
     return {"image": np.zeros((batch_size, FEATURES), np.float32),

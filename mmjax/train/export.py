@@ -1,0 +1,32 @@
+"""Export of trained CLIP tasks (configs/clip_pretrain.py, configs/emovclip.py) to the Hugging
+Face CLIP format, so mmjax.models.clip.from_pretrained and transformers' CLIPModel load them."""
+
+import os
+import shutil
+from typing import Optional
+
+import jax
+import numpy as np
+
+from mmjax.models import clip
+from mmjax.tasks import clip_common
+from mmjax.train.trainer import restore_for_eval, setup_logging
+
+
+def export_checkpoint(config, workdir: str, output: str, step: Optional[int] = None) -> int:
+  """Writes a trained CLIP task's checkpoint (latest or `step`) as a Hugging Face directory
+  (config.json + model.safetensors, plus the tokenizer files of model.checkpoint if it has them)
+  that mmjax.models.clip.from_pretrained and transformers' CLIPModel load. Prompts are not part
+  of that format and are not exported. Returns the exported step."""
+  setup_logging()
+  task, state, _, _, step = restore_for_eval(config, workdir, step)
+  if not isinstance(getattr(task, "model", None), clip_common.CheckpointModel):
+    raise ValueError(f"config.task={config.task!r} is not a CLIP task; nothing to export")
+  params = jax.tree.map(np.asarray, jax.device_get(state.params))
+  clip.save_pretrained(params, task.clip.config, output)
+  for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json"):
+    source = os.path.join(config.model.checkpoint, name) if config.model.checkpoint else ""
+    if source and os.path.isfile(source):
+      shutil.copyfile(source, os.path.join(output, name))
+  return step
