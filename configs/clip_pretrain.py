@@ -1,8 +1,11 @@
 """CLIP contrastive pretraining on image-text pairs (seed 000, eq. 2-3; DESIGN.md 4.4).
 
 The default trains the 'tiny' CLIP (real 49,408-token vocabulary, 32 px images) on an embedded
-synthetic set of captioned scenes (~2 minutes on a 2-core CPU); ':tiny' runs in seconds (tests);
-':paper' is ViT-B/32 at CLIP's 224 px.
+synthetic set of captioned scenes (~2 minutes on a 2-core CPU).
+
+Variants (combine with commas):
+  tiny    seconds on a laptop CPU (tests)
+  paper   ViT-B/32 at CLIP's 224 px, batch 256
 
 Usage:
   python launch/train.py --config=configs/clip_pretrain.py --workdir=/tmp/clip
@@ -16,27 +19,22 @@ caption per row (keys data.image_key / data.caption_key).
 
 import ml_collections
 
+from mmjax.config_files import load_sibling
 from mmjax.models.clip.sharding import PARTITION_RULES
-from mmjax.train.optimizer import optimizer_config
+
+defaults = load_sibling(__file__, "defaults")
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the config; `variant` is the text after ':' in --config ('', 'tiny', 'paper')."""
-  if variant not in ("", "tiny", "paper"):
-    raise ValueError(f"unknown variant {variant!r} of configs/clip_pretrain.py; expected '', "
-                     "'tiny' or 'paper'")
-  config = ml_collections.ConfigDict()
-  config.task = "clip_pretrain"
-  config.seed = 0
-  config.total_steps = 600
-  config.batch_size = 64  # global; the similarity matrix covers all of it
-  config.eval_batch_size = 64
-  config.log_every_steps = 50
-  config.eval_every_steps = 300
-  config.checkpoint_every_steps = 200
-  config.keep_checkpoints = 3
-  config.mesh = (("data", -1), ("model", 1))
-  config.sharding_rules = PARTITION_RULES
+def get_config(variants: str = "") -> ml_collections.ConfigDict:
+  """Returns the config; `variants` is the text after ':' in --config ('tiny', 'paper')."""
+  config = defaults.trainer_config(
+      task="clip_pretrain", total_steps=600,
+      batch_size=64,  # global; the similarity matrix covers all of it
+      eval_batch_size=64, log_every_steps=50, eval_every_steps=300, checkpoint_every_steps=200,
+      keep_checkpoints=3, sharding_rules=PARTITION_RULES, best_metric="eval/i2t_r@1",
+      best_mode="max",
+      # Keys and defaults: configs/defaults.py optimizer_config (trainable '': all parameters).
+      optimizer=defaults.optimizer_config(name="adamw", learning_rate=5e-4, grad_clip_norm=1.0))
 
   config.model = ml_collections.ConfigDict()
   config.model.preset = "tiny"  # mmjax.models.clip.PRESETS
@@ -59,24 +57,29 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.num_eval = 256
   config.data.synthetic.seed = 0
 
-  # Keys and defaults: mmjax.train.optimizer.optimizer_config (trainable '': all parameters).
-  config.optimizer = optimizer_config(name="adamw", learning_rate=5e-4, grad_clip_norm=1.0)
+  return defaults.apply_variants(config, variants, VARIANTS, __file__)
 
-  if variant == "tiny":
-    config.total_steps = 6
-    config.batch_size = 16
-    config.eval_batch_size = 16
-    config.log_every_steps = 3
-    config.eval_every_steps = 0
-    config.checkpoint_every_steps = 3
-    config.data.synthetic.num_train = 64
-    config.data.synthetic.num_eval = 32
-  elif variant == "paper":
-    config.model.preset = "ViT-B/32"
-    config.data.image_size = 224
-    config.batch_size = 256
-    config.total_steps = 100_000
-    config.eval_every_steps = 5000
-    config.checkpoint_every_steps = 2000
-  config.lock()
-  return config
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+  """Seconds on a laptop CPU (tests)."""
+  config.total_steps = 6
+  config.batch_size = 16
+  config.eval_batch_size = 16
+  config.log_every_steps = 3
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 3
+  config.data.synthetic.num_train = 64
+  config.data.synthetic.num_eval = 32
+
+
+def _paper(config: ml_collections.ConfigDict) -> None:
+  """ViT-B/32 at CLIP's 224 px, batch 256."""
+  config.model.preset = "ViT-B/32"
+  config.data.image_size = 224
+  config.batch_size = 256
+  config.total_steps = 100_000
+  config.eval_every_steps = 5000
+  config.checkpoint_every_steps = 2000
+
+
+VARIANTS = {"tiny": _tiny, "paper": _paper}

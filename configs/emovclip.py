@@ -6,9 +6,11 @@ The default prompt-tunes the 'tiny' CLIP (random backbone: no weights are downlo
 embedded synthetic labelled-video set; point config.model.checkpoint at a Hugging Face CLIP
 directory (e.g. a local copy of openai/clip-vit-base-patch32) for the real method, and
 config.data.{train,eval}_labels / frames_dir at MER-style labels and face frames.
-Variants: ':tiny' (seconds, tests), ':paper' (ViT-B/32 shapes, N = 4 prompts in all D = 12 layers,
-Adam 3e-4, batch 64, 8 frames), ':zero_shot' (no prompts, no training: CLIP zero-shot
-classification of the eval clips from class names).
+
+Variants (combine with commas, e.g. ':paper,zero_shot'):
+  tiny       seconds on a laptop CPU (tests)
+  paper      ViT-B/32 shapes, N = 4 prompts in all D = 12 layers, Adam 3e-4, batch 64, 8 frames
+  zero_shot  no prompts, no training: CLIP zero-shot classification of the eval clips
 
 Usage:
   python launch/train.py --config=configs/emovclip.py --workdir=/tmp/emovclip
@@ -20,29 +22,23 @@ Usage:
 
 import ml_collections
 
+from mmjax.config_files import load_sibling
 from mmjax.models.clip.sharding import PARTITION_RULES
-from mmjax.train.optimizer import optimizer_config
+
+defaults = load_sibling(__file__, "defaults")
 
 MER_CLASSES = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the config; `variant` is '', 'tiny', 'paper' or 'zero_shot'."""
-  if variant not in ("", "tiny", "paper", "zero_shot"):
-    raise ValueError(f"unknown variant {variant!r} of configs/emovclip.py; expected '', 'tiny', "
-                     "'paper' or 'zero_shot'")
-  config = ml_collections.ConfigDict()
-  config.task = "emovclip"
-  config.seed = 0
-  config.total_steps = 1500
-  config.batch_size = 16
-  config.eval_batch_size = 32
-  config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
-  config.keep_checkpoints = 3
-  config.mesh = (("data", -1), ("model", 1))
-  config.sharding_rules = PARTITION_RULES
+def get_config(variants: str = "") -> ml_collections.ConfigDict:
+  """Returns the config; `variants` is the text after ':' in --config (module docstring)."""
+  config = defaults.trainer_config(
+      task="emovclip", total_steps=1500, batch_size=16, eval_batch_size=32, log_every_steps=50,
+      eval_every_steps=500, checkpoint_every_steps=500, keep_checkpoints=3,
+      sharding_rules=PARTITION_RULES, best_metric="eval/weighted_f1", best_mode="max",
+      # Only the prompts train (frozen backbone): `trainable` is a regex on parameter paths.
+      optimizer=defaults.optimizer_config(name="adam", learning_rate=1e-2, grad_clip_norm=1.0,
+                                          trainable=r".*/prompts"))
 
   config.model = ml_collections.ConfigDict()
   config.model.preset = "tiny"
@@ -69,33 +65,40 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.max_frames = 12
   config.data.synthetic.seed = 0
 
-  # Only the prompts train (frozen backbone): `trainable` is a regex on parameter paths.
-  config.optimizer = optimizer_config(name="adam", learning_rate=1e-2, grad_clip_norm=1.0,
-                                      trainable=r".*/prompts")
+  return defaults.apply_variants(config, variants, VARIANTS, __file__)
 
-  if variant == "tiny":
-    config.total_steps = 6
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.log_every_steps = 3
-    config.eval_every_steps = 0
-    config.checkpoint_every_steps = 3
-    config.data.synthetic.num_train = 24
-    config.data.synthetic.num_eval = 12
-    config.data.synthetic.max_frames = 6
-  elif variant == "paper":
-    config.model.preset = "ViT-B/32"
-    config.model.prompt_depth = 12
-    config.data.image_size = 224
-    config.data.num_frames = 8
-    config.batch_size = 64
-    config.optimizer.learning_rate = 3e-4
-    config.total_steps = 3000
-    config.eval_every_steps = 500
-    config.checkpoint_every_steps = 500
-  elif variant == "zero_shot":
-    config.model.num_prompts = 0
-    config.optimizer.trainable = ""
-    config.total_steps = 0
-  config.lock()
-  return config
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+  """Seconds on a laptop CPU (tests)."""
+  config.total_steps = 6
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.log_every_steps = 3
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 3
+  config.data.synthetic.num_train = 24
+  config.data.synthetic.num_eval = 12
+  config.data.synthetic.max_frames = 6
+
+
+def _paper(config: ml_collections.ConfigDict) -> None:
+  """ViT-B/32 shapes, N = 4 prompts in all D = 12 layers, Adam 3e-4, batch 64, 8 frames."""
+  config.model.preset = "ViT-B/32"
+  config.model.prompt_depth = 12
+  config.data.image_size = 224
+  config.data.num_frames = 8
+  config.batch_size = 64
+  config.optimizer.learning_rate = 3e-4
+  config.total_steps = 3000
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+
+
+def _zero_shot(config: ml_collections.ConfigDict) -> None:
+  """No prompts, no training: CLIP zero-shot classification of the eval clips."""
+  config.model.num_prompts = 0
+  config.optimizer.trainable = ""
+  config.total_steps = 0
+
+
+VARIANTS = {"tiny": _tiny, "paper": _paper, "zero_shot": _zero_shot}

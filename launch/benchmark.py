@@ -1,6 +1,6 @@
-"""Benchmarks at the paper's shapes. Two suites:
+"""Benchmarks at the papers' shapes. Suites (--suite, comma-separated for several):
 
-ytb8m (default): train step, input pipeline (vs. the TF starter), metrics; needs --config.
+youtube8m (default): train step, input pipeline (vs. the TF starter), metrics; needs --config.
   python launch/benchmark.py --config=configs/ytb8m.py          # batch 128, 300 frames
   python launch/benchmark.py --config=configs/ytb8m.py:tiny --batch_size=4 --frames=8 \
       --steps=2 --metric_videos=500 --metric_classes=50 --skip_tf  # seconds
@@ -8,14 +8,20 @@ The input pipeline reads the config's data (the synthetic set, written once to $
 when data.train_pattern is empty). The TensorFlow comparison needs `pip install tensorflow-cpu`
 (or `pip install -e .[bench]`); TensorFlow is imported last, after the JAX measurements.
 
-clip: CLIP image tower forward and forward + backward (images/s), and the EmoVCLIP
-prompt-tuning train step (clips/s); random weights and pixels, nothing read or written.
-  python launch/benchmark.py --suite=clip        # ViT-B/32 at batch 64; :paper, 8 clips x 8 frames
-  python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
-      --prompt_config=configs/emovclip.py:tiny --prompt_batch=2 --prompt_frames=2  # seconds
+clip: CLIP image tower forward and forward + backward (images/s); emovclip: the EmoVCLIP
+prompt-tuning train step (clips/s). Random weights and pixels, nothing read or written.
+  python launch/benchmark.py --suite=clip,emovclip  # ViT-B/32 at batch 64; :paper, 8 x 8 frames
+  python launch/benchmark.py --suite=clip,emovclip --clip_preset=tiny --clip_batch=4 \
+      --clip_steps=1 --clip_warmup=0 --prompt_config=configs/emovclip.py:tiny --prompt_batch=2 \
+      --prompt_frames=2  # seconds
 
-Prints a table, then one JSON line with every number and the hardware description. What each
-number times: see mmjax/benchmarks.py and mmjax/benchmarks_clip.py.
+Prints, per suite, a table, then one JSON line with every number, the suite and the hardware
+description. --json=FILE also appends one JSON record per measurement to FILE (JSON Lines: name,
+unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarking.to_records):
+  python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
+      --json=/tmp/mmjax_bench/records.jsonl
+What each number times: see mmjax/benchmarking.py and the suites' modules,
+mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py.
 """
 
 import json
@@ -24,12 +30,16 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+SUITES = ("youtube8m", "clip", "emovclip")
+
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("suite", "ytb8m", ["ytb8m", "clip"], "Which benchmarks: 'ytb8m' (train step, "
-                  "input pipeline, metrics; needs --config) or 'clip' (image tower, prompt "
-                  "tuning).")
-config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); --suite=ytb8m.",
-                                lock_config=True)
+flags.DEFINE_list("suite", ["youtube8m"], "Comma-separated benchmarks, run in this order: "
+                  "'youtube8m' (train step, input pipeline, metrics; needs --config), 'clip' "
+                  "(CLIP image tower), 'emovclip' (prompt-tuning train step).")
+flags.DEFINE_string("json", None, "Append one JSON record per measurement to this file (JSON "
+                    "Lines; parent folders are created).")
+config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); "
+                                "--suite=youtube8m.", lock_config=True)
 flags.DEFINE_integer("batch_size", 128, "Global batch for the train step and the pipeline.")
 flags.DEFINE_integer("frames", 300, "Frames per video (data.max_frames).")
 flags.DEFINE_integer("steps", 5, "Timed train steps per model.")
@@ -45,39 +55,58 @@ flags.DEFINE_bool("skip_tf", False, "Skip the TensorFlow starter-code comparison
 
 flags.DEFINE_string("clip_preset", "ViT-B/32", "--suite=clip: CLIP preset of the image tower.")
 flags.DEFINE_integer("clip_batch", 64, "--suite=clip: images per image-tower call.")
-flags.DEFINE_integer("clip_steps", 3, "--suite=clip: timed calls of forward, forward + "
+flags.DEFINE_integer("clip_steps", 3, "--suite=clip,emovclip: timed calls of forward, forward + "
                      "backward and the prompt-tuning step.")
-flags.DEFINE_integer("clip_warmup", 1, "--suite=clip: untimed calls after the first, each.")
+flags.DEFINE_integer("clip_warmup", 1, "--suite=clip,emovclip: untimed calls after the first, "
+                     "each.")
 config_flags.DEFINE_config_file("prompt_config", "configs/emovclip.py:paper",
-                                "--suite=clip: prompt-tuning task config (path[:variant]).",
+                                "--suite=emovclip: prompt-tuning task config (path[:variant]).",
                                 lock_config=True)
-flags.DEFINE_integer("prompt_batch", 8, "--suite=clip: clips per prompt-tuning step.")
-flags.DEFINE_integer("prompt_frames", 8, "--suite=clip: frames per clip (data.num_frames).")
+flags.DEFINE_integer("prompt_batch", 8, "--suite=emovclip: clips per prompt-tuning step.")
+flags.DEFINE_integer("prompt_frames", 8, "--suite=emovclip: frames per clip (data.num_frames).")
+flags.register_validator(
+    "suite", lambda suites: bool(suites) and set(suites) <= set(SUITES)
+    and len(set(suites)) == len(suites),
+    message=f"--suite: a comma-separated list of distinct names from {', '.join(SUITES)}")
 flags.register_multi_flags_validator(
-    ["suite", "config"], lambda values: values["suite"] != "ytb8m" or values["config"] is not None,
-    message="--config is required with --suite=ytb8m (e.g. --config=configs/ytb8m.py)")
+    ["suite", "config"],
+    lambda values: "youtube8m" not in values["suite"] or values["config"] is not None,
+    message="--config is required with --suite=youtube8m (e.g. --config=configs/ytb8m.py)")
 
 
-def main(argv):
-  del argv
+def run_suite(name: str):
+  """Runs one suite with the flags; returns (its module, its results)."""
   # pylint: disable=import-outside-toplevel
-  if FLAGS.suite == "clip":
-    from mmjax import benchmarks_clip
-    results = benchmarks_clip.run_clip(
-        FLAGS.prompt_config, preset=FLAGS.clip_preset, batch_size=FLAGS.clip_batch,
-        steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup, prompt_batch=FLAGS.prompt_batch,
-        prompt_frames=FLAGS.prompt_frames)
-    print(benchmarks_clip.report_clip(results))
-  else:
-    from mmjax import benchmarks
-    results = benchmarks.run_all(
+  if name == "youtube8m":
+    from mmjax.projects.youtube8m import benchmark
+    return benchmark, benchmark.run_suite(
         FLAGS.config, batch_size=FLAGS.batch_size, frames=FLAGS.frames, steps=FLAGS.steps,
         warmup=FLAGS.warmup, pipeline_batches=FLAGS.pipeline_batches,
         tf_records=FLAGS.tf_records, metric_videos=FLAGS.metric_videos,
         metric_classes=FLAGS.metric_classes, metric_batch=FLAGS.metric_batch,
         models=[m.strip() for m in FLAGS.models.split(",") if m.strip()], skip_tf=FLAGS.skip_tf)
-    print(benchmarks.report(results))
-  print(json.dumps(results, sort_keys=True), flush=True)
+  if name == "clip":
+    from mmjax.projects.memotion3 import benchmark
+    return benchmark, benchmark.run_suite(preset=FLAGS.clip_preset, batch_size=FLAGS.clip_batch,
+                                          steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup)
+  from mmjax.projects.emovclip import benchmark
+  return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
+                                        steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,
+                                        frames=FLAGS.prompt_frames)
+
+
+def main(argv):
+  del argv
+  from mmjax import benchmarking  # pylint: disable=import-outside-toplevel
+  timestamp = benchmarking.utc_timestamp()  # one per run: its records share it
+  for name in FLAGS.suite:
+    module, results = run_suite(name)
+    print(module.report(results))
+    print(json.dumps({"suite": name, **results}, sort_keys=True), flush=True)
+    if FLAGS.json:
+      records = module.records(results, name, timestamp=timestamp)
+      benchmarking.append_json_lines(FLAGS.json, records)
+      benchmarking.log(f"{len(records)} records appended to {FLAGS.json}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Restore a checkpoint and evaluate the eval split (on any device count).
+"""Restore a checkpoint and evaluate every split of config.evals (on any device count).
 
-  python launch/eval.py --config=configs/ytb8m.py --workdir=/tmp/ytb8m [--step=N]
-Prints the metrics and appends them to <workdir>/metrics.jsonl.
+  python launch/eval.py --config=configs/ytb8m.py --workdir=/tmp/ytb8m [--step=latest|best|N]
+Prints the metrics ('<split>/<metric>=value') and appends them to <workdir>/metrics.jsonl.
+`best` is the checkpoint kept for config.best_metric (e.g. 'eval/gap').
 """
 
 from absl import app, flags
@@ -9,14 +10,15 @@ from absl import app, flags
 from mmjax import cli
 
 cli.define_flags("The training run's workdir.")
-flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: 'latest', 'best' or a step number.")
 
 
 def main(argv):
   del argv
   cli.initialize_distributed()
-  from mmjax.train import evaluate_checkpoint  # pylint: disable=import-outside-toplevel
-  from mmjax.train.trainer import format_metrics  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from mmjax.train import evaluate_checkpoint
+  from mmjax.train.evaluate import format_metrics
   metrics = evaluate_checkpoint(cli.FLAGS.config, cli.workdir(), flags.FLAGS.step)
   print(format_metrics(metrics))
 

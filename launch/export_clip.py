@@ -2,7 +2,7 @@
 Face CLIP directory (config.json + model.safetensors):
 
   python launch/export_clip.py --config=configs/clip_pretrain.py --workdir=/tmp/clip \
-      --output=/tmp/clip_hf [--step=N]
+      --output=/tmp/clip_hf [--step=latest|best|N]
 Then `mmjax.models.clip.from_pretrained('/tmp/clip_hf')` or transformers'
 `CLIPModel.from_pretrained('/tmp/clip_hf')` loads it.
 """
@@ -13,7 +13,7 @@ from mmjax import cli
 
 cli.define_flags("The training run's workdir.")
 flags.DEFINE_string("output", None, "Directory to write config.json + model.safetensors to.")
-flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
+flags.DEFINE_string("step", "latest", "Checkpoint to export: 'latest', 'best' or a step number.")
 flags.mark_flag_as_required("output")
 
 

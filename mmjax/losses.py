@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
+from mmjax.nn.normalize import l2_normalize
+
 
 def weighted_mean(per_example: jnp.ndarray, weights: Optional[jnp.ndarray]) -> jnp.ndarray:
   """sum_n w_n l_n / max(sum_n w_n, 1e-8); plain mean when weights is None.  [N] -> []."""
@@ -91,15 +93,10 @@ def clip_contrastive_loss(image_embeds: jnp.ndarray, text_embeds: jnp.ndarray,
   return _finish(sharded(image_embeds, text_embeds, scale, weight))
 
 
-def _l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
-  """x / max(||x||, eps) over the last axis (torch F.normalize; zero rows stay zero, no NaN)."""
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
-
-
 def _contrastive_sums(image_embeds, text_embeds, scale, weight, axis_name):
   """(sum_i w_i CE_image_i, sum_j w_j CE_text_j, sum_i w_i) over the local rows [b] against the
   columns of the global batch [B] (gathered over `axis_name`; local = global when None)."""
-  images, texts = _l2_normalize(image_embeds), _l2_normalize(text_embeds)
+  images, texts = l2_normalize(image_embeds), l2_normalize(text_embeds)
   local = images.shape[0]
   if axis_name is None:
     all_images, all_texts, all_weight, offset = images, texts, weight, 0

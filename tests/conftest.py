@@ -2,12 +2,10 @@
 devices (XLA_FLAGS must be set before jax starts, so not in this process)."""
 
 import os
-import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 
 @pytest.fixture(scope="session")
@@ -18,13 +16,24 @@ def cache_dir(tmp_path_factory):
   return str(path)
 
 
-def load_config(name: str, variant: str = ""):
-  """configs/<name>.py get_config(variant)."""
+def config_module(name: str):
+  """The module configs/<name>.py, loaded by path as ml_collections does."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return module
+
+
+def load_config(name: str, variants: str = ""):
+  """configs/<name>.py get_config(variants), e.g. load_config('ytb8m', 'tiny,netvlad')."""
+  return config_module(name).get_config(variants)
+
+
+def config_defaults():
+  """configs/defaults.py (trainer defaults, optimizer_config, init_from_entry, eval_splits)."""
+  from mmjax.config_files import load_sibling  # pylint: disable=import-outside-toplevel
+  return load_sibling(os.path.join(ROOT, "configs", "ytb8m.py"), "defaults")
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,19 @@
-"""Smoke test of launch/benchmark.py at tiny shapes (no speed assertions: those never go in
-tests)."""
+"""Smoke test of launch/benchmark.py at tiny shapes, and of its JSON records (no speed assertions:
+those never go in tests)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 
+from mmjax import benchmarking
+from mmjax.projects.youtube8m import benchmark as youtube8m_benchmark
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORD_KEYS = {"name", "unit", "value", "hardware", "versions", "commit", "suite", "timestamp"}
 
 
 def _positive_numbers(record: dict, keys) -> None:
@@ -16,24 +21,42 @@ def _positive_numbers(record: dict, keys) -> None:
     assert isinstance(record[key], (int, float)) and record[key] > 0, (key, record[key])
 
 
-def _run_benchmark(tmp_path, *flags) -> dict:
-  """Runs launch/benchmark.py on the CPU; checks the table; returns its last (JSON) line."""
+def _run_benchmark(cache, *flags) -> dict:
+  """Runs launch/benchmark.py on the CPU; checks the tables; returns {suite: its JSON line}."""
   command = [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), *flags]
-  env = dict(os.environ, MMJAX_CACHE=str(tmp_path), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, MMJAX_CACHE=str(cache), JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-4000:]
   lines = result.stdout.strip().splitlines()
   assert any("throughput" in line for line in lines)  # the table
-  return json.loads(lines[-1])
+  suites = [json.loads(line) for line in lines if line.startswith("{")]
+  return {results["suite"]: results for results in suites}
+
+
+def _read_records(path, skip: int = 0) -> list:
+  """The JSON Lines of `path` after the first `skip`, each checked against the record schema."""
+  with open(path, encoding="utf-8") as f:
+    records = [json.loads(line) for line in f][skip:]
+  for record in records:
+    assert set(record) == RECORD_KEYS, record
+    value = record["value"]
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), record
+    assert math.isfinite(value), record
+    assert isinstance(record["unit"], str) and record["unit"], record
+    assert record["name"].startswith(record["suite"] + "/"), record
+    assert {"jax", "jaxlib", "flax", "optax", "numpy", "python"} <= set(record["versions"])
+    assert record["commit"] == "unknown" or len(record["commit"]) == 40, record
+  return records
 
 
 def test_benchmark_tiny_prints_table_and_json(tmp_path):
+  records_path = tmp_path / "records" / "nested" / "bench.jsonl"  # parents created
   results = _run_benchmark(tmp_path, "--config=configs/ytb8m.py:tiny", "--batch_size=4",
                            "--frames=8", "--steps=2", "--pipeline_batches=3",
                            "--metric_videos=500", "--metric_classes=50", "--metric_batch=128",
-                           "--skip_tf")
+                           "--skip_tf", f"--json={records_path}")["youtube8m"]
 
   assert {"hardware", "settings", "train", "pipeline", "tf_starter", "metrics",
           "memory"} <= set(results)
@@ -52,24 +75,46 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
   assert 0.0 <= results["metrics"]["gap"] <= 1.0
   _positive_numbers(results["memory"], ["process_peak_rss_mb", "peak_rss_mb"])
 
+  records = {r["name"]: r for r in _read_records(records_path)}
+  throughput = records["youtube8m/train_step/transformer/examples_per_sec"]
+  assert throughput["unit"] == "examples/s" and throughput["suite"] == "youtube8m"
+  assert throughput["value"] == pytest.approx(results["train"]["transformer"]["examples_per_s"])
+  assert throughput["hardware"] == results["hardware"]
+  assert records["youtube8m/pipeline/records_per_sec"]["unit"] == "records/s"
+  assert records["youtube8m/metrics/total_sec"]["unit"] == "s"
+  assert records["youtube8m/memory/process_peak_rss_mb"]["unit"] == "MiB"
 
-def test_benchmark_clip_suite_tiny(tmp_path):
-  results = _run_benchmark(tmp_path, "--suite=clip", "--clip_preset=tiny", "--clip_batch=4",
-                           "--clip_steps=1", "--clip_warmup=0",
+
+@pytest.fixture(name="clip_run", scope="module")
+def fixture_clip_run(tmp_path_factory):
+  """One run of the clip and emovclip suites, appending to a records file that already holds a
+  line: (results by suite, records path, cache folder)."""
+  cache = tmp_path_factory.mktemp("cache")
+  records_path = tmp_path_factory.mktemp("records") / "bench.jsonl"
+  records_path.write_text(json.dumps({"name": "earlier/run"}) + "\n")
+  results = _run_benchmark(cache, "--suite=clip,emovclip", "--clip_preset=tiny",
+                           "--clip_batch=4", "--clip_steps=1", "--clip_warmup=0",
                            "--prompt_config=configs/emovclip.py:tiny", "--prompt_batch=2",
-                           "--prompt_frames=2")
-  assert {"hardware", "settings", "image_tower", "prompt_tuning", "memory"} <= set(results)
-  assert "jax" in results["hardware"]
-  assert not os.listdir(tmp_path)  # random batches: no synthetic dataset written
+                           "--prompt_frames=2", f"--json={records_path}")
+  return results, records_path, cache
 
-  tower = results["image_tower"]
+
+def test_benchmark_clip_suites_tiny(clip_run):
+  results_by_suite, _, cache = clip_run
+  assert list(results_by_suite) == ["clip", "emovclip"]
+  assert not os.listdir(cache)  # random batches: no synthetic dataset written
+  for results in results_by_suite.values():
+    assert {"hardware", "settings", "memory"} <= set(results)
+    assert "jax" in results["hardware"]
+
+  tower = results_by_suite["clip"]["image_tower"]
   assert tower["preset"] == "tiny" and tower["batch_size"] == 4 and tower["image_size"] == 32
   _positive_numbers(tower, ["params", "init_s", "peak_rss_mb"])
   for mode in ("forward", "forward_backward"):
     _positive_numbers(tower[mode], ["compile_s", "first_call_s", "call_s", "call_min_s",
                                     "images_per_s"])
 
-  prompt = results["prompt_tuning"]
+  prompt = results_by_suite["emovclip"]["prompt_tuning"]
   assert prompt["batch_size"] == 2 and prompt["frames"] == 2 and prompt["num_prompts"] == 4
   _positive_numbers(prompt, ["params", "trainable_params", "init_s", "compile_s",
                              "first_step_s", "step_s", "step_min_s", "clips_per_s",
@@ -77,3 +122,61 @@ def test_benchmark_clip_suite_tiny(tmp_path):
   # Only the prompts train: N=4 prompts x D=2 layers x width 64, in the text and vision towers.
   assert prompt["trainable_params"] == 2 * 4 * 2 * 64 < prompt["params"]
   assert prompt["frames_per_s"] == pytest.approx(2 * prompt["clips_per_s"])
+
+
+def test_benchmark_json_records(clip_run):
+  results_by_suite, records_path, _ = clip_run
+  with open(records_path, encoding="utf-8") as f:
+    assert json.loads(f.readline()) == {"name": "earlier/run"}  # appended, not overwritten
+  records = _read_records(records_path, skip=1)
+
+  names = [r["name"] for r in records]
+  assert len(names) == len(set(names))  # unique within the run
+  assert {r["suite"] for r in records} == {"clip", "emovclip"}
+  assert len({(r["timestamp"], r["commit"]) for r in records}) == 1  # one run
+  by_name = {r["name"]: r for r in records}
+  tower = results_by_suite["clip"]["image_tower"]
+  for mode in ("forward", "forward_backward"):
+    images = by_name[f"clip/image_tower/{mode}/images_per_sec"]
+    assert images["unit"] == "images/s"
+    assert images["value"] == pytest.approx(tower[mode]["images_per_s"])
+    assert by_name[f"clip/image_tower/{mode}/compile_sec"]["unit"] == "s"
+  params = by_name["clip/image_tower/params"]
+  assert params["unit"] == "parameters" and params["value"] == tower["params"]
+  prompt = results_by_suite["emovclip"]["prompt_tuning"]
+  assert by_name["emovclip/prompt_tuning/clips_per_sec"]["value"] == pytest.approx(
+      prompt["clips_per_s"])
+  assert by_name["emovclip/prompt_tuning/step_sec"]["unit"] == "s"
+  assert by_name["emovclip/prompt_tuning/trainable_params"]["value"] == 2 * 4 * 2 * 64
+  assert by_name["emovclip/memory/process_peak_rss_mb"]["unit"] == "MiB"
+  if "flops_per_step" in prompt:
+    assert by_name["emovclip/prompt_tuning/flops_per_step"]["unit"] == "FLOP"
+
+
+def test_records_of_every_youtube8m_measurement():
+  """Every key the YouTube-8M suite can report (incl. the TensorFlow comparison, not installed
+  in CI) has a unit or is marked as a setting; sections are renamed; non-finite values are left
+  out; an unknown numeric key raises."""
+  tf_starter = {"records": 8, "startup_s": 0.1, "seconds": 0.2, "records_per_s": 40.0,
+                "graph_records_per_s": 80.0, "tf_version": "2.21.0", "tf_max_abs_diff": 0.0,
+                "tf_matches": True, "peak_rss_mb": 100.0}
+  results = {"hardware": "cpu", "settings": {"batch_size": 4}, "load_average_start": [0.5],
+             "load_average_end": [0.7], "tf_starter": tf_starter,
+             "train": {"netvlad": {"model": "netvlad", "frames": 8, "batch_size": 4,
+                                   "examples_per_s": float("nan")}}}
+  records = youtube8m_benchmark.records(results, "youtube8m", timestamp="t")
+  names = {r["name"]: r["unit"] for r in records}
+  assert names == {
+      "youtube8m/tf_starter/records": "records", "youtube8m/tf_starter/startup_sec": "s",
+      "youtube8m/tf_starter/seconds": "s", "youtube8m/tf_starter/records_per_sec": "records/s",
+      "youtube8m/tf_starter/graph_records_per_sec": "records/s",
+      "youtube8m/tf_starter/tf_max_abs_diff": "1", "youtube8m/tf_starter/peak_rss_mb": "MiB",
+      "youtube8m/load_average_start": "processes", "youtube8m/load_average_end": "processes"}
+  assert {r["timestamp"] for r in records} == {"t"}
+  with pytest.raises(ValueError, match="tf_starter/new_s"):
+    youtube8m_benchmark.records({**results, "tf_starter": {"new_s": 1.0}}, "youtube8m")
+
+
+def test_git_commit_outside_a_checkout(tmp_path):
+  assert benchmarking.git_commit(str(tmp_path)) == "unknown"
+  assert len(benchmarking.git_commit()) in (40, len("unknown"))

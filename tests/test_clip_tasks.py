@@ -24,7 +24,8 @@ def test_pretraining_checkpoint_exports_to_a_directory_mmjax_and_transformers_lo
   config = load_config("clip_pretrain", "tiny")
   workdir = str(tmp_path / "run")
   metrics = train_and_evaluate(config, workdir)
-  assert {"i2t_r@1", "t2i_r@5", "loss"} <= set(metrics) and metrics["num_examples"] == 32
+  assert {"eval/i2t_r@1", "eval/t2i_r@5", "eval/loss"} <= set(metrics)
+  assert metrics["eval/num_examples"] == 32
   output = str(tmp_path / "hf")
   assert export_checkpoint(config, workdir, output) == config.total_steps
   task, state, _, _, _ = restore_for_eval(config, workdir)
@@ -65,7 +66,7 @@ def test_prompt_tuning_starts_from_the_checkpoint_and_trains_only_prompts(
   config = load_config("emovclip", "tiny")
   config.model.checkpoint = tiny_checkpoint
   metrics = train_and_evaluate(config, str(tmp_path))
-  assert {"accuracy", "weighted_f1"} <= set(metrics)
+  assert {"eval/accuracy", "eval/weighted_f1"} <= set(metrics)
   _, state, _, _, _ = restore_for_eval(config, str(tmp_path))
   params = jax.tree.map(np.asarray, state.params)
   backbone = clip.state_dict_from_params(params)
@@ -120,5 +121,5 @@ def test_zero_shot_variant_evaluates_the_checkpoint(cache_dir, tiny_checkpoint, 
     keep = batch["weight"] > 0
     correct += int((np.asarray(logits).argmax(-1) == batch["label"])[keep].sum())
     total += int(keep.sum())
-  assert metrics["num_examples"] == total == 12
-  assert metrics["accuracy"] == pytest.approx(correct / total)
+  assert metrics["eval/num_examples"] == total == 12
+  assert metrics["eval/accuracy"] == pytest.approx(correct / total)

@@ -9,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import load_config
+from conftest import config_defaults, load_config
 from mmjax.parallel import path_to_str
+from mmjax.tasks import OptimizerTransforms
 from mmjax.train.optimizer import (PlateauState, build_optimizer, freeze, observe_plateau,
                                    scale_by_plateau)
 
@@ -155,3 +156,63 @@ def test_freeze_regex_matching_nothing_is_a_config_error():
   # Empty (or absent) regex: no freezing, the plain chain.
   tx = build_optimizer(_opt_config("adam", ""))
   assert not isinstance(tx.init(params), optax.PartitionState)
+
+
+def _chain_config(**values):
+  config = config_defaults().optimizer_config(name="adam", learning_rate=0.1)
+  for key, value in values.items():
+    config[key] = value
+  return config
+
+
+def test_transforms_sit_around_the_optimizer_in_the_documented_order():
+  """config gradient -> task gradient -> optimizer -> plateau -> config weight -> task weight."""
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  grads = {"w": jnp.array([0.5, -1.0, 2.0])}
+  plain, _ = optax.adam(0.1).update(grads, optax.adam(0.1).init(params), params)
+
+  def updates(opt_config, task_transforms=OptimizerTransforms()):
+    tx = build_optimizer(opt_config, task_transforms)
+    return tx.update(grads, tx.init(params), params)[0]["w"]
+
+  # Gradient side: Adam is invariant to scaling the gradients (up to eps); weight side is not.
+  scaled = (("scale", {"step_size": 4.0}),)
+  np.testing.assert_allclose(updates(_chain_config(gradient_transforms=scaled)), plain["w"],
+                             rtol=1e-5)
+  np.testing.assert_allclose(updates(_chain_config(weight_transforms=scaled)), 4 * plain["w"],
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      updates(_chain_config(), OptimizerTransforms(weight=(optax.scale(4.0),))), 4 * plain["w"],
+      rtol=1e-6)
+  # Weight side, config before task: 0.5 * (u + 1.0 * p), not 0.5 * u + p.
+  got = updates(_chain_config(weight_transforms=(("add_decayed_weights",
+                                                  {"weight_decay": 1.0}),)),
+                OptimizerTransforms(weight=(optax.scale(0.5),)))
+  np.testing.assert_allclose(got, 0.5 * (plain["w"] + params["w"]), rtol=1e-6)
+  # Gradient side, config before task: clip to norm 1 after scaling by 10 = clip alone.
+  clip_first = updates(_chain_config(gradient_transforms=(("clip_by_global_norm",
+                                                           {"max_norm": 1e-3}),)),
+                       OptimizerTransforms(gradient=(optax.scale(10.0),)))
+  np.testing.assert_allclose(clip_first, plain["w"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("spec,message", [
+    (("no_such_transform", {}), r"gradient_transforms\[0\]: optax has no 'no_such_transform'"),
+    (("scale",), r"gradient_transforms\[0\]: expected \(name, kwargs\) pairs"),
+    (("numpy.zeros", {"shape": 2}), r"returned ndarray, not an optax GradientTransformation"),
+    (("nowhere.mod.fn", {}), r"cannot import 'nowhere.mod.fn'"),
+])
+def test_a_bad_transform_entry_names_its_config_key(spec, message):
+  with pytest.raises(ValueError, match=message):
+    build_optimizer(_chain_config(gradient_transforms=(spec,)))
+
+
+def test_frozen_subtrees_get_no_updates_and_no_state():
+  params = {"tower": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
+  tx = build_optimizer(_chain_config(), frozen_subtrees=("tower",))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert _bits(updates["tower"]["w"]).tolist() == _bits(jnp.full(2, -0.0)).tolist()
+  assert np.all(np.asarray(updates["head"]["w"]) != 0)
+  with pytest.raises(ValueError, match="leaves no parameter to train"):
+    tx = build_optimizer(_chain_config(), frozen_subtrees=("tower", "head"))
+    tx.init(params)

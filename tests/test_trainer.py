@@ -10,17 +10,19 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_config
+from conftest import ROOT, config_module, load_config
 from mmjax import parallel
 from mmjax.data import tfrecord
 from mmjax.tasks import get_task
 from mmjax.train import NonFiniteLossError, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.optimizer import build_optimizer
-from mmjax.train.steps import create_train_state, make_eval_step
+from mmjax.train.steps import abstract_train_state, create_train_state, make_eval_step
+from mmjax.train.trainer import build_optimizer_for
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
-                 for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
+                 for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if os.path.basename(p) != "defaults.py")
+VARIANTS = [(name, variant) for name in CONFIGS for variant in config_module(name).VARIANTS]
 
 
 # The headline metrics each task's evaluator reports (all in [0, 1]).
@@ -35,10 +37,37 @@ TASK_METRICS = {
 def test_every_config_has_a_tiny_variant_that_trains(name, cache_dir, tmp_path):
   config = load_config(name, "tiny")
   metrics = train_and_evaluate(config, str(tmp_path))
-  assert metrics and all(0.0 <= metrics[k] <= 1.0 for k in TASK_METRICS[config.task])
-  assert metrics["num_examples"] > 0 and np.isfinite(metrics["loss"])
-  for variant in ("", "paper"):
-    load_config(name, variant)  # the other variants at least build and lock
+  assert metrics and all(0.0 <= metrics[f"eval/{k}"] <= 1.0 for k in TASK_METRICS[config.task])
+  assert metrics["eval/num_examples"] > 0 and np.isfinite(metrics["eval/loss"])
+
+
+@pytest.mark.parametrize("name,variant", VARIANTS)
+def test_every_variant_builds_its_task_and_state_shapes(name, variant):
+  """Each variant (and the default) locks, and its task and train state build (shapes only:
+  the paper variants are full size); the tiny ones also train above and in other tests."""
+  for variants in ("", variant, f"{variant},tiny"):
+    config = load_config(name, variants)
+    task = get_task(config)
+    abstract, _ = abstract_train_state(task, build_optimizer_for(config, task),
+                                       parallel.make_mesh(config.mesh), config.sharding_rules,
+                                       config.seed)
+    assert jax.tree.leaves(abstract.params)
+
+
+def test_unknown_variant_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown variant\(s\) \['bogus'\]; valid variants: "
+                     r"\['early', 'netvlad', 'paper', 'tiny'\]"):
+    load_config("ytb8m", "tiny,bogus")
+  assert load_config("ytb8m", "paper,netvlad").model.name == "netvlad"
+  assert load_config("ytb8m", "netvlad,early").model.fusion == "early"
+  assert load_config("ytb8m", "paper,tiny").batch_size == 8  # left to right
+
+
+def test_every_config_docstring_lists_its_variants():
+  for name in CONFIGS:
+    module = config_module(name)
+    for variant in module.VARIANTS:
+      assert f"  {variant} " in module.__doc__, (name, variant)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -47,7 +76,7 @@ def test_eval_step_gathers_only_what_the_evaluator_reads(name, cache_dir):
   config = load_config(name, "tiny")
   task = get_task(config)
   mesh = parallel.make_mesh(config.mesh)
-  state, shardings = create_train_state(task, build_optimizer(config.optimizer), mesh,
+  state, shardings = create_train_state(task, build_optimizer_for(config, task), mesh,
                                         config.sharding_rules, config.seed)
   batch = parallel.global_batch(task.example_batch(2), mesh)
   _, evaluator_batch, _, weight = make_eval_step(task, mesh, shardings)(state, batch)
@@ -55,14 +84,12 @@ def test_eval_step_gathers_only_what_the_evaluator_reads(name, cache_dir):
   assert float(weight) == 2.0 and jax.tree.leaves(evaluator_batch)
 
 
-@pytest.mark.parametrize("model,fusion", [("netvlad", "early"), ("netvlad", "late"),
-                                          ("transformer", "early")])
-def test_models_and_fusions_train(model, fusion, cache_dir, tmp_path):
-  config = load_config("ytb8m", "tiny")
-  config.model.name, config.model.fusion = model, fusion
+@pytest.mark.parametrize("variants", ["tiny,netvlad,early", "tiny,netvlad", "tiny,early"])
+def test_models_and_fusions_train(variants, cache_dir, tmp_path):
+  config = load_config("ytb8m", variants)
   config.total_steps = 4
   metrics = train_and_evaluate(config, str(tmp_path))
-  assert metrics["num_examples"] == 24
+  assert metrics["eval/num_examples"] == 24
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_path):

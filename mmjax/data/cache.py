@@ -157,3 +157,14 @@ def ensure_dataset(directory: str, name: str, settings: dict, write: Callable[[s
   path = dataset_directory(directory, name, settings)
   build_atomically(path, write, lambda p: is_complete(p, settings), what=what, log=log)
   return path
+
+
+def resolved_data_config(data_config, resolve_files, keys, log):
+  """A copy of `config.data` whose (train, eval) file keys hold `resolve_files`' answer: the
+  configured files, or the synthetic default (written once)."""
+  data_config = data_config.copy_and_resolve_references()
+  files = resolve_files(data_config, log=log)
+  with data_config.unlocked():
+    for key, value in zip(keys, files):
+      data_config[key] = value
+  return data_config

@@ -1,8 +1,9 @@
 """Reusable Flax linen layers (no dataset or task knowledge here)."""
 
-from mmjax.nn.netvlad import ContextGating, NetVLAD, l2_normalize
+from mmjax.nn.netvlad import ContextGating, NetVLAD
+from mmjax.nn.normalize import l2_normalize
 from mmjax.nn.pooling import masked_mean
-from mmjax.nn.transformer import EncoderBlock, TransformerEncoder
+from mmjax.nn.transformer import EncoderBlock, Mlp, SelfAttention, TransformerEncoder, activation
 
-__all__ = ["ContextGating", "EncoderBlock", "NetVLAD", "TransformerEncoder", "l2_normalize",
-           "masked_mean"]
+__all__ = ["ContextGating", "EncoderBlock", "Mlp", "NetVLAD", "SelfAttention",
+           "TransformerEncoder", "activation", "l2_normalize", "masked_mean"]

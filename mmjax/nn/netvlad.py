@@ -8,13 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_EPS = 1e-12
-
-
-def l2_normalize(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
-  """x / max(||x||_2, eps) along `axis` (tf.nn.l2_normalize semantics)."""
-  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
+from mmjax.nn.normalize import l2_normalize
 
 
 class NetVLAD(nn.Module):
@@ -46,9 +40,9 @@ class NetVLAD(nn.Module):
     weighted_sum = jnp.einsum("btk,btd->bkd", assign, x)  # sum_t a_tk x_t
     assign_mass = jnp.sum(assign, axis=1)[..., None]  # sum_t a_tk, [B, K, 1]
     vlad = weighted_sum - assign_mass * centers[None]  # [B, K, D]
-    vlad = l2_normalize(vlad, axis=-1)  # intra-normalisation
+    vlad = l2_normalize(vlad, axis=-1, eps=1e-6)  # intra-normalisation
     vlad = vlad.reshape(vlad.shape[0], -1)
-    return l2_normalize(vlad, axis=-1)
+    return l2_normalize(vlad, axis=-1, eps=1e-6)
 
 
 class ContextGating(nn.Module):

@@ -1,41 +1,61 @@
-"""Task registry: `config.task` names the Task that binds a dataset, a model, a loss and an
-evaluator. The trainer (mmjax.train) only talks to this interface, so new systems (memes,
-emotion) plug in by registering a Task; the trainer itself does not change.
+"""Tasks: the `Task` protocol (mmjax.tasks.protocol) and the registry that `config.task` names.
 
-A Task provides:
-  prepare(log)                     make sure the data exists (e.g. write a synthetic default)
-  model                            a flax.linen Module; model.apply(variables, batch, train=...)
-  example_batch(batch_size)        numpy batch of the right shapes/dtypes (for init and eval_shape)
-  loss(outputs, batch) -> (loss, aux dict)
-  predictions(outputs) -> array    what the evaluator consumes (e.g. sigmoid probabilities)
-  train_dataset(batch_size, seed, process_index, process_count) -> checkpointable grain dataset
-  eval_dataset(batch_size, process_index, process_count) -> one-pass grain dataset, same number
-                                   of batches on every process, padding rows with batch['weight']=0
-  new_evaluator() -> object with update(predictions, batch) and compute() -> dict
-  evaluator_keys                   the batch keys the evaluator reads (only these are gathered
-                                   to every process after an eval step)
-and optionally
-  pretrained_params(params) -> params or None   initial weights (e.g. a CLIP checkpoint) for a
-                                   fresh run: a full params tree of host arrays, or None
+Tasks live in the projects (`mmjax/projects/<system>/`), which register them with
+`@register(name)` when imported. The registry finds them without a hand-kept list: the first
+lookup of an unregistered name imports every package under `mmjax.projects` (by walking its
+directory, not by naming them here), so the core never imports a project by name. A task
+registered by user code before the lookup (any module that ran `@register`) is found as well.
 """
 
+import importlib
+import pkgutil
 from typing import Callable, Dict
 
+from mmjax.tasks.protocol import (AfterEvaluation, Batch, DEFAULT_SPLIT, EvalSplit, Evaluator,
+                                  Model, OptimizerTransforms, Task, check_task)
+
+__all__ = ["AfterEvaluation", "Batch", "DEFAULT_SPLIT", "EvalSplit", "Evaluator", "Model",
+           "OptimizerTransforms", "Task", "check_task", "get_task", "register",
+           "registered_tasks"]
+
+PROJECTS_PACKAGE = "mmjax.projects"
 _REGISTRY: Dict[str, Callable] = {}
 
 
 def register(name: str):
-  """Class decorator adding a Task constructor (called with the config) to the registry."""
+  """Class decorator adding a Task constructor (called with the config) under `name`; a second
+  class under the same name raises ValueError naming both."""
   def wrap(cls):
+    previous = _REGISTRY.get(name)
+    if previous is not None and previous.__qualname__ != cls.__qualname__:
+      raise ValueError(f"task name {name!r} is registered twice: {previous.__module__}."
+                       f"{previous.__qualname__} and {cls.__module__}.{cls.__qualname__}")
     _REGISTRY[name] = cls
     return cls
   return wrap
 
 
-def get_task(config):
-  """Instantiates the task named by config.task (ValueError naming the key when unknown)."""
-  # pylint: disable-next=import-outside-toplevel,unused-import
-  from mmjax.tasks import clip_pretrain, emovclip, youtube8m  # noqa: F401
+def discover_projects() -> None:
+  """Imports every package under mmjax.projects (each registers its tasks on import)."""
+  projects = importlib.import_module(PROJECTS_PACKAGE)
+  for info in pkgutil.iter_modules(projects.__path__, PROJECTS_PACKAGE + "."):
+    if info.ispkg:
+      importlib.import_module(info.name)
+
+
+def registered_tasks():
+  """Sorted names of every task the projects (and user code) register."""
+  discover_projects()
+  return sorted(_REGISTRY)
+
+
+def get_task(config) -> Task:
+  """Instantiates the task named by config.task (ValueError listing the registered names when
+  unknown; TypeError when the class does not implement the Task protocol)."""
+  if config.task not in _REGISTRY:
+    discover_projects()
   if config.task not in _REGISTRY:
     raise ValueError(f"config.task={config.task!r}; registered tasks: {sorted(_REGISTRY)}")
-  return _REGISTRY[config.task](config)
+  task = _REGISTRY[config.task](config)
+  check_task(task, config.task)
+  return task

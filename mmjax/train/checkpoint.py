@@ -4,18 +4,34 @@ Layout: <workdir>/checkpoints/<step>/{state,data}/ written by one ocp.Checkpoint
 items (MaxText's pattern): 'state' (StandardSave of the TrainState pytree) and 'data'
 (grain.checkpoint.CheckpointSave of each process's iterator). Saves are asynchronous and atomic
 (Orbax writes to a temporary directory and renames on commit; a run killed mid-save leaves the
-previous checkpoint as the latest). The last `keep` checkpoints are kept.
+previous checkpoint as the latest).
+
+Kept: the last `keep` checkpoints (LatestN) and, with a headline metric, the best checkpoint by
+that metric (BestN, n = 1): the metrics passed to `save` are stored with the step, so the best
+survives any later run of the same workdir.
 
 Restoring takes an abstract state of jax.ShapeDtypeStructs carrying NamedShardings of the
 *current* mesh, so a checkpoint restores onto a different device count than it was written with.
+A checkpoint whose arrays are laid out as an earlier release wrote them is read to host memory,
+upgraded (mmjax.train.checkpoint_upgrades) and placed onto the mesh.
 """
 
+import json
+import logging
 import os
-from typing import Any, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+from mmjax.parallel import path_to_str
+from mmjax.train import checkpoint_upgrades
+
+BEST_MODES = ("max", "min")
+log = logging.getLogger("mmjax")
 
 
 def abstract_like(tree, shardings):
@@ -24,19 +40,37 @@ def abstract_like(tree, shardings):
                       tree, shardings)
 
 
-class Checkpointer:
-  """Saves/restores (TrainState, data iterator) under `directory`."""
+def flat_paths(tree) -> Dict[str, Any]:
+  """{'/'-joined path: leaf} of a pytree (e.g. 'params/rgb_tower/input_projection/kernel')."""
+  return {path_to_str(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
-  def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True):
-    if save_every <= 0:
-      raise ValueError(f"config.checkpoint_every_steps must be > 0, got {save_every}")
-    if keep <= 0:
-      raise ValueError(f"config.keep_checkpoints must be > 0, got {keep}")
-    self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_every, max_to_keep=keep,
-        enable_async_checkpointing=async_save, create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+def item_metadata(item_directory: str) -> Dict:
+  """The saved tree of a 'state' item directory, with ArrayMetadata leaves (.shape, .dtype)."""
+  metadata = ocp.PyTreeCheckpointer().metadata(item_directory).item_metadata
+  return metadata.tree if hasattr(metadata, "tree") else metadata
+
+
+def read_arrays(item_directory: str, keys=None) -> Dict:
+  """The saved 'state' tree (or only its top-level `keys`) as host numpy arrays, whatever mesh
+  it was written from. Reads only the requested subtrees."""
+  tree = item_metadata(item_directory)
+  if keys is not None:
+    tree = {key: tree[key] for key in keys if key in tree}
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return ocp.PyTreeCheckpointer().restore(
+      item_directory, args=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args,
+                                                  partial_restore=True))
+
+
+class _StepIndex:
+  """Step lookup shared by the writer and the reader: needs `_manager`, `directory`,
+  `best_metric` and `best_mode`."""
+
+  _manager: ocp.CheckpointManager
+  directory: str
+  best_metric: str
+  best_mode: str
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -44,31 +78,174 @@ class Checkpointer:
   def all_steps(self):
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state, data_iterator=None, *, force: bool = False) -> bool:
-    """Starts an async save when `step` is on the interval (or `force`); returns whether it did."""
+  def best_step(self) -> Optional[int]:
+    """The kept step with the best `best_metric` (None if no kept step has it)."""
+    if not self.best_metric:
+      raise FileNotFoundError(f"{self.directory}: no best checkpoint is tracked (the run's "
+                              "config.best_metric was empty)")
+    scored = []
+    for step in self.all_steps():
+      metrics = self._manager.metrics(step) or {}
+      if self.best_metric in metrics:
+        scored.append((float(metrics[self.best_metric]), step))
+    if not scored:
+      return None
+    return (max if self.best_mode == "max" else min)(scored)[1]
+
+  def resolve_step(self, which) -> int:
+    """'latest', 'best' or a step number (int or digits) -> an existing step; FileNotFoundError
+    naming the directory and the available steps otherwise."""
+    which = "latest" if which is None else str(which)
+    if which == "latest":
+      step = self.latest_step()
+    elif which == "best":
+      step = self.best_step()
+    elif which.isdigit():
+      step = int(which)
+      step = step if step in self.all_steps() else None
+    else:
+      raise ValueError(f"checkpoint {which!r}: expected 'latest', 'best' or a step number")
+    if step is None:
+      raise FileNotFoundError(f"{self.directory}: no {which!r} checkpoint; available steps: "
+                              f"{self.all_steps()}")
+    return step
+
+
+class CheckpointReader(_StepIndex):
+  """Read-only view of another run's <workdir>/checkpoints (config.init_from): steps, the best
+  step by the metric that run tracked (recorded in best_metric.json), arrays on the host."""
+
+  def __init__(self, directory: str):
+    self.directory = os.path.abspath(directory)
+    if not os.path.isdir(self.directory):
+      raise FileNotFoundError(f"{self.directory}: no such checkpoint directory")
+    self.best_metric, self.best_mode = _read_best_metric(self.directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                             save_interval_steps=0))
+
+  def read_arrays(self, step: int, keys=None) -> Dict:
+    """read_arrays of this directory's step `step` (host numpy)."""
+    return read_arrays(os.path.join(self.directory, str(step), "state"), keys)
+
+
+BEST_METRIC_FILE = "best_metric.json"
+
+
+def _read_best_metric(directory: str):
+  path = os.path.join(directory, BEST_METRIC_FILE)
+  if not os.path.isfile(path):
+    return "", "max"
+  with open(path) as f:
+    record = json.load(f)
+  return record["metric"], record["mode"]
+
+
+def _write_best_metric(directory: str, metric: str, mode: str) -> None:
+  """Records which metric ranks the best checkpoint (process 0; atomic rename)."""
+  if jax.process_index() != 0 or _read_best_metric(directory) == (metric, mode):
+    return
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{BEST_METRIC_FILE}.tmp")
+  with open(tmp, "w") as f:
+    json.dump({"metric": metric, "mode": mode}, f)
+  os.replace(tmp, os.path.join(directory, BEST_METRIC_FILE))
+
+
+class Checkpointer(_StepIndex):
+  """Saves/restores (TrainState, data iterator) under `directory`.
+
+  best_metric: '' (keep only the latest `keep`) or the name of a metric passed to `save`
+    (e.g. 'eval/gap'); the best checkpoint by it, in `best_mode` ('max' or 'min'), is kept too.
+  """
+
+  def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True,
+               best_metric: str = "", best_mode: str = "max"):
+    if save_every <= 0:
+      raise ValueError(f"config.checkpoint_every_steps must be > 0, got {save_every}")
+    if keep <= 0:
+      raise ValueError(f"config.keep_checkpoints must be > 0, got {keep}")
+    if best_mode not in BEST_MODES:
+      raise ValueError(f"config.best_mode={best_mode!r}; expected one of {BEST_MODES}")
+    self.directory = os.path.abspath(directory)
+    self.best_metric, self.best_mode = best_metric, best_mode
+    policies = [preservation_policy.LatestN(n=keep)]
+    if best_metric:
+      policies.append(preservation_policy.BestN(
+          get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min", n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_every, enable_async_checkpointing=async_save, create=True,
+        preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
+        # best_fn makes Orbax store the metrics passed to save(); which steps are kept is
+        # decided by the preservation policy above alone.
+        best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
+        best_mode=best_mode)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    if best_metric:
+      _write_best_metric(self.directory, best_metric, best_mode)
+
+  def save(self, step: int, state, data_iterator=None, *, force: bool = False,
+           metrics: Optional[Mapping[str, float]] = None) -> bool:
+    """Starts an async save when `step` is on the interval (or `force`); returns whether it did.
+    `metrics` ({name: float}) are stored with the step and rank it for the best checkpoint."""
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    metrics = {k: float(v) for k, v in (metrics or {}).items()} or None
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=force,
+                              metrics=metrics)
 
   def restore(self, step: int, abstract_state, data_iterator=None) -> Any:
     """Restores the state at `step` into `abstract_state`'s shapes/shardings; restores the data
     iterator in place when given. Raises FileNotFoundError naming the directory if `step` is
-    absent."""
+    absent, ValueError naming the differing parameter paths if the checkpoint does not match
+    the current config."""
     if step not in self.all_steps():
       raise FileNotFoundError(f"{self.directory}: no checkpoint for step {step}; available: "
                               f"{self.all_steps()}")
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    item_directory = os.path.join(self.directory, str(step), "state")
+    saved = flat_paths(item_metadata(item_directory))
+    if set(saved) == set(flat_paths(abstract_state)):
+      items = {"state": ocp.args.StandardRestore(abstract_state)}
+      if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      try:
+        return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
+      except ValueError as e:
+        raise self._mismatch(step, str(e)[:2000]) from e
+    state = self._restore_upgraded(step, item_directory, abstract_state)
     if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    except ValueError as e:
-      raise ValueError(
-          f"{self.directory}/{step} does not match the train state of the current config (a "
-          "changed model, optimizer or data setting?): start a new --workdir or restore with the "
-          f"config it was trained with. Orbax: {str(e)[:2000]}") from e
-    return restored["state"]
+      self._manager.restore(step, args=ocp.args.Composite(
+          data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    return state
+
+  def _restore_upgraded(self, step: int, item_directory: str, abstract_state):
+    """Host read -> layout upgrades -> placement onto `abstract_state`'s shardings."""
+    arrays, applied = checkpoint_upgrades.upgrade(flat_paths(read_arrays(item_directory)))
+    expected = flat_paths(abstract_state)
+    missing, unexpected = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+      raise self._mismatch(step, f"missing in the checkpoint: {missing[:10]}"
+                           f"{' ...' if len(missing) > 10 else ''}; not in the current state: "
+                           f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    for path, target in expected.items():
+      if tuple(arrays[path].shape) != tuple(target.shape):
+        raise self._mismatch(step, f"{path}: checkpoint shape {tuple(arrays[path].shape)}, "
+                             f"current {tuple(target.shape)}")
+    for name in applied:
+      log.info("checkpoint %s/%d: upgraded from %s", self.directory, step, name)
+
+    def place(path, target):
+      return jax.device_put(np.asarray(arrays[path_to_str(path)], dtype=target.dtype),
+                            target.sharding)
+    return jax.tree_util.tree_map_with_path(place, abstract_state)
+
+  def _mismatch(self, step: int, detail: str) -> ValueError:
+    return ValueError(
+        f"{self.directory}/{step} does not match the train state of the current config (a "
+        "changed model, optimizer or data setting?): start a new --workdir or restore with the "
+        f"config it was trained with. {detail}")
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once a preemption notice (SIGTERM to a jax.distributed job) has

@@ -3,24 +3,22 @@ Face CLIP format, so mmjax.models.clip.from_pretrained and transformers' CLIPMod
 
 import os
 import shutil
-from typing import Optional
-
 import jax
 import numpy as np
 
 from mmjax.models import clip
-from mmjax.tasks import clip_common
+from mmjax.models.clip import adapter
 from mmjax.train.trainer import restore_for_eval, setup_logging
 
 
-def export_checkpoint(config, workdir: str, output: str, step: Optional[int] = None) -> int:
-  """Writes a trained CLIP task's checkpoint (latest or `step`) as a Hugging Face directory
+def export_checkpoint(config, workdir: str, output: str, step="latest") -> int:
+  """Writes a trained CLIP task's checkpoint ('latest', 'best' or a step number) as a Hugging Face directory
   (config.json + model.safetensors, plus the tokenizer files of model.checkpoint if it has them)
   that mmjax.models.clip.from_pretrained and transformers' CLIPModel load. Prompts are not part
   of that format and are not exported. Returns the exported step."""
   setup_logging()
   task, state, _, _, step = restore_for_eval(config, workdir, step)
-  if not isinstance(getattr(task, "model", None), clip_common.CheckpointModel):
+  if not isinstance(getattr(task, "model", None), adapter.CheckpointModel):
     raise ValueError(f"config.task={config.task!r} is not a CLIP task; nothing to export")
   params = jax.tree.map(np.asarray, jax.device_get(state.params))
   clip.save_pretrained(params, task.clip.config, output)

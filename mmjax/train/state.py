@@ -10,12 +10,14 @@ import jax.numpy as jnp
 @flax.struct.dataclass
 class TrainState:
   """step: [] int32; params / model_state (e.g. {'batch_stats': ...}, {} if none) / opt_state:
-  pytrees; rng: [2] uint32 base key (per-step keys are fold_in(rng, step))."""
+  pytrees; rng: [2] uint32 base key (per-step keys are fold_in(rng, step)); task_state: the
+  task's own pytree (Task.init_task_state: blending weights, masks, an EMA; {} if none)."""
   step: jnp.ndarray
   params: Any
   model_state: Any
   opt_state: Any
   rng: jnp.ndarray
+  task_state: Any = flax.struct.field(default_factory=dict)
 
 
 def step_rng(state: TrainState) -> jax.Array:

@@ -68,7 +68,8 @@ def state_initializer(task, tx: optax.GradientTransformation, seed: int
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params), rng=jax.random.PRNGKey(seed + 2))
+                      opt_state=tx.init(params), rng=jax.random.PRNGKey(seed + 2),
+                      task_state=task.init_task_state(params))
   return init
 
 
@@ -87,10 +88,11 @@ def create_train_state(task, tx: optax.GradientTransformation, mesh, rules, seed
 
 
 def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
-  """Parameters and their optimizer moments by rules; everything else replicated.
+  """Parameters, their optimizer moments and the task state by rules; the rest replicated.
 
-  Optimizer-state leaves are matched by the parameter path they mirror (optax keeps the params
-  tree inside mu/nu), so Adam's moments are partitioned exactly like their parameters.
+  Optimizer-state and task-state leaves are matched by the parameter path they end with (optax
+  keeps the params tree inside mu/nu; a pruning mask or an EMA mirrors it too), so they are
+  partitioned exactly like their parameters.
   """
   param_rules = [(r"(?:.*/)?" + pattern.lstrip("^"), spec) for pattern, spec in rules]
   return TrainState(
@@ -98,12 +100,15 @@ def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
       params=parallel.tree_shardings(abstract_state.params, param_rules, mesh),
       model_state=parallel.tree_shardings(abstract_state.model_state, (), mesh),
       opt_state=parallel.tree_shardings(abstract_state.opt_state, param_rules, mesh),
-      rng=parallel.replicated(mesh))
+      rng=parallel.replicated(mesh),
+      task_state=parallel.tree_shardings(abstract_state.task_state, param_rules, mesh))
 
 
 def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
   """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', ...}); donates the state.
-  Traces and runs under `jax.set_mesh(mesh)` (see MeshJit)."""
+  One step: grads of task.loss(model outputs, batch, task_state); optimizer chain `tx`;
+  task_state <- task.update_task_state(task_state, new params). Traces and runs under
+  `jax.set_mesh(mesh)` (see MeshJit)."""
   mutable = list(shardings.model_state.keys())
 
   def train_step(state: TrainState, batch):
@@ -111,7 +116,7 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
       variables = {"params": params, **state.model_state}
       outputs, new_model_state = task.model.apply(
           variables, batch, train=True, rngs={"dropout": step_rng(state)}, mutable=mutable)
-      loss, aux = task.loss(outputs, batch)
+      loss, aux = task.loss(outputs, batch, state.task_state)
       return loss, (new_model_state, aux)
 
     (loss, (new_model_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -119,7 +124,8 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
-                              model_state=dict(new_model_state), opt_state=opt_state)
+                              model_state=dict(new_model_state), opt_state=opt_state,
+                              task_state=task.update_task_state(state.task_state, params))
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, metrics
 
@@ -137,7 +143,7 @@ def make_eval_step(task, mesh, shardings: TrainState) -> MeshJit:
   def eval_step(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
     outputs = task.model.apply(variables, batch, train=False)
-    loss, _ = task.loss(outputs, batch)
+    loss, _ = task.loss(outputs, batch, state.task_state)
     weight = jnp.sum(batch["weight"])
     evaluator_batch = {key: batch[key] for key in task.evaluator_keys}
     return task.predictions(outputs), evaluator_batch, loss * weight, weight

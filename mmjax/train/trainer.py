@@ -1,9 +1,13 @@
 """The training loop: sharded jit step, periodic logging / eval / async checkpoints, exact resume.
 
 train_and_evaluate(config, workdir) is what launch/train.py calls. Resume: if
-<workdir>/checkpoints has a checkpoint, the state (params, optimizer, step, RNG) and the data
-iterator are restored and training continues to config.total_steps; the result is bit-identical
-to an uninterrupted run. SIGTERM (preemption) saves a checkpoint at the next step and returns.
+<workdir>/checkpoints has a checkpoint, the state (params, optimizer, step, RNG, task state)
+and the data iterator are restored and training continues to config.total_steps; the result is
+bit-identical to an uninterrupted run. SIGTERM (preemption) saves a checkpoint at the next step
+and returns. A fresh run starts from Task.pretrained_params, then config.init_from.
+
+The trainer reaches a task only through mmjax.tasks.Task (required members and optional hooks);
+where each hook is called: docs/architecture.md.
 """
 
 import logging
@@ -20,8 +24,9 @@ from absl import logging as absl_logging
 
 from mmjax import parallel
 from mmjax.tasks import get_task
+from mmjax.train import init_from
 from mmjax.train.checkpoint import Checkpointer, abstract_like
-from mmjax.train.evaluate import evaluate
+from mmjax.train.evaluate import check_metric_name, eval_splits, evaluate_splits, metric_value
 from mmjax.train.metric_writer import MetricWriter
 from mmjax.train.optimizer import build_optimizer
 from mmjax.train.steps import (abstract_train_state, create_train_state, make_eval_step,
@@ -84,19 +89,39 @@ def _all_finite(losses) -> bool:
   return bool(jnp.all(jnp.isfinite(jnp.stack(losses)))) if losses else True
 
 
+def build_optimizer_for(config, task):
+  """The optax chain of `config.optimizer` with the task's transforms and the frozen
+  `config.init_from` subtrees (see mmjax.tasks.protocol for the order)."""
+  return build_optimizer(config.optimizer, task.optimizer_transforms(),
+                         init_from.frozen_subtrees(config))
+
+
+def checkpointer_for(config, workdir: str, **kwargs) -> Checkpointer:
+  """The run's Checkpointer (<workdir>/checkpoints; keep / best metric from the config)."""
+  return Checkpointer(os.path.join(workdir, "checkpoints"),
+                      save_every=kwargs.pop("save_every", config.checkpoint_every_steps),
+                      keep=kwargs.pop("keep", config.keep_checkpoints),
+                      best_metric=config.get("best_metric", ""),
+                      best_mode=config.get("best_mode", "max"), **kwargs)
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
-  """Trains to config.total_steps (resuming if possible), evaluates, returns the last eval
-  metrics."""
+  """Trains to config.total_steps (resuming if possible), evaluating every split of
+  config.evals; returns the last evaluation's metrics as {'<split>/<metric>': value}."""
   setup_logging()
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.mesh)
   check_batch_size("batch_size", config.batch_size, mesh)
   check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
+  splits = eval_splits(config)
+  check_metric_name("best_metric", config.get("best_metric", ""), splits)
+  if config.optimizer.get("reduce_on_plateau", False):
+    check_metric_name("optimizer.plateau_metric", config.optimizer.plateau_metric, splits)
   log.info("devices: %d (%s), processes: %d, mesh: %s", jax.device_count(),
            jax.devices()[0].platform, jax.process_count(), dict(mesh.shape))
   task = get_task(config)
   task.prepare(log.info)
-  tx = build_optimizer(config.optimizer)
+  tx = build_optimizer_for(config, task)
   state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   log.info("task %s: %s parameters", config.task, f"{num_params:,}")
@@ -104,91 +129,145 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   local_batch = config.batch_size // jax.process_count()
   train_iter = iter(task.train_dataset(local_batch, config.seed, jax.process_index(),
                                        jax.process_count()))
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                              save_every=config.checkpoint_every_steps,
-                              keep=config.keep_checkpoints)
+  checkpointer = checkpointer_for(config, workdir)
   latest = checkpointer.latest_step()
   if latest is not None:
     state = checkpointer.restore(latest, abstract_like(state, shardings), train_iter)
     log.info("resumed from %s at step %d", checkpointer.directory, latest)
   else:
-    state = _load_pretrained(task, state, shardings)
+    state = _load_initial_weights(config, task, state, shardings)
 
-  train_step = make_train_step(task, tx, mesh, shardings)
-  eval_step = make_eval_step(task, mesh, shardings)
-  observe_plateau = (make_plateau_observer(config.optimizer, shardings)
-                     if config.optimizer.reduce_on_plateau else None)
-  writer = MetricWriter(workdir)
-  eval_metrics: Dict[str, float] = {}
+  loop = _Loop(config, task, splits, mesh, shardings, checkpointer, MetricWriter(workdir),
+               train_step=make_train_step(task, tx, mesh, shardings),
+               eval_step=make_eval_step(task, mesh, shardings))
   try:
     with _Preemption() as preemption:
-      eval_metrics = _loop(config, task, state, train_iter, train_step, eval_step,
-                           observe_plateau, mesh, checkpointer, writer, preemption)
+      return loop.run(state, train_iter, preemption)
   finally:
     checkpointer.wait()
     checkpointer.close()
-    writer.close()
-  return eval_metrics
+    loop.writer.close()
 
 
-def _load_pretrained(task, state, shardings):
-  """A fresh run starts from the task's pretrained weights, if it has any."""
-  params = task.pretrained_params(state.params) if hasattr(task, "pretrained_params") else None
-  if params is None:
-    return state
-  log.info("initial weights: pretrained (%s)", type(task).__name__)
-  params = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), params, state.params)
-  return state.replace(params=jax.device_put(params, shardings.params))
+def _load_initial_weights(config, task, state, shardings):
+  """A fresh run starts from the task's pretrained weights, then config.init_from."""
+  params = task.pretrained_params(state.params)
+  if params is not None:
+    log.info("initial weights: pretrained (%s)", type(task).__name__)
+    params = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), params,
+                          state.params)
+    state = state.replace(params=jax.device_put(params, shardings.params))
+  entries = init_from.entries(config)
+  if entries:
+    params, model_state = init_from.apply_init_from(entries, state.params, state.model_state)
+    state = state.replace(params=params, model_state=model_state)
+  return state
 
 
-def _loop(config, task, state, train_iter, train_step, eval_step, observe_plateau, mesh,
-          checkpointer, writer, preemption) -> Dict[str, float]:
-  """The step loop (see train_and_evaluate). Per step: train; log; evaluate (then the plateau
-  rule sees the eval loss); finiteness check and checkpoint; preemption exit."""
-  first_step = int(state.step)
-  total = config.total_steps
-  pending = []  # device losses since the last finiteness check (no per-step host sync)
-  window_start, window_steps = time.time(), 0
-  eval_metrics: Dict[str, float] = {}
-  if first_step < total:
-    log.info("training steps %d..%d, global batch %d", first_step + 1, total, config.batch_size)
-  for step in range(first_step + 1, total + 1):
-    batch = parallel.global_batch(next(train_iter), mesh)
-    state, metrics = train_step(state, batch)
-    pending.append(metrics["loss"])
-    window_steps += 1
-    is_last = step == total
-    preempted = preemption.requested or checkpointer.reached_preemption(step)
-    if step % config.log_every_steps == 0 or is_last:
-      _check_finite(pending, step, checkpointer)
-      elapsed = time.time() - window_start
-      summary = {k: float(v) for k, v in metrics.items()}
-      summary["loss"] = float(jnp.mean(jnp.stack(pending)))
-      summary["examples_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
-      log.info("step %d/%d | loss %.4f | %.1f examples/s | ETA %s", step, total,
-               summary["loss"], summary["examples_per_sec"],
-               _format_eta((total - step) * elapsed / max(window_steps, 1)))
-      writer.write(step, "train", summary)
-      pending, window_start, window_steps = [], time.time(), 0
-    if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
-      eval_start = time.time()
-      eval_metrics = _evaluate_and_log(config, task, eval_step, state, mesh, writer, step)
-      window_start += time.time() - eval_start  # throughput and ETA count training time only
-      if observe_plateau is not None:  # before the save: a resumed run must see the same state
-        state = observe_plateau(state, eval_metrics["loss"])
-    if step % config.checkpoint_every_steps == 0 or is_last or preempted:
-      _check_finite(pending, step, checkpointer)
-      pending = []
-      if checkpointer.save(step, state, train_iter, force=is_last or preempted):
-        log.info("checkpoint: saving step %d (async)", step)
-    if preempted:
-      log.warning("preemption signal: checkpoint of step %d saved; exiting", step)
-      checkpointer.wait()
-      return eval_metrics
-  if first_step >= total:
-    log.info("already trained to step %d; evaluating", total)
-    eval_metrics = _evaluate_and_log(config, task, eval_step, state, mesh, writer, total)
-  return eval_metrics
+class _Loop:
+  """The step loop (see train_and_evaluate). Per step: train; log; evaluate every split, then
+  the plateau rule and Task.after_evaluation see the metrics; finiteness check and checkpoint
+  (with the metrics, which rank the best checkpoint); preemption or early-stop exit."""
+
+  def __init__(self, config, task, splits, mesh, shardings, checkpointer, writer, *,
+               train_step, eval_step):
+    self.config, self.task, self.splits, self.mesh = config, task, splits, mesh
+    self.shardings, self.checkpointer, self.writer = shardings, checkpointer, writer
+    self.train_step, self.eval_step = train_step, eval_step
+    self.observe_plateau = (make_plateau_observer(config.optimizer, shardings)
+                            if config.optimizer.reduce_on_plateau else None)
+    self.best_metric = config.get("best_metric", "")
+
+  def run(self, state, train_iter, preemption) -> Dict[str, float]:
+    config, checkpointer = self.config, self.checkpointer
+    first_step, total = int(state.step), config.total_steps
+    pending = []  # device losses since the last finiteness check (no per-step host sync)
+    window_start, window_steps = time.time(), 0
+    metrics: Dict[str, float] = {}
+    if first_step < total:
+      log.info("training steps %d..%d, global batch %d", first_step + 1, total, config.batch_size)
+    for step in range(first_step + 1, total + 1):
+      state, step_metrics = self.train_step(state, parallel.global_batch(next(train_iter),
+                                                                         self.mesh))
+      pending.append(step_metrics["loss"])
+      window_steps += 1
+      is_last = step == total
+      preempted = preemption.requested or checkpointer.reached_preemption(step)
+      if step % config.log_every_steps == 0 or is_last:
+        _check_finite(pending, step, checkpointer)
+        self._log_train(step, step_metrics, pending, window_steps, time.time() - window_start)
+        pending, window_start, window_steps = [], time.time(), 0
+      stop = evaluated = False
+      if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
+        eval_start = time.time()
+        state, metrics, stop = self.evaluate(state, step)
+        evaluated = True
+        window_start += time.time() - eval_start  # throughput and ETA count training time only
+      forced = is_last or preempted or stop or (evaluated and bool(self.best_metric))
+      if step % config.checkpoint_every_steps == 0 or forced:
+        _check_finite(pending, step, checkpointer)
+        pending = []
+        if checkpointer.save(step, state, train_iter, force=forced,
+                             metrics=metrics if evaluated else None):
+          log.info("checkpoint: saving step %d (async)", step)
+      if preempted or stop:
+        log.warning("%s: checkpoint of step %d saved; exiting",
+                    "preemption signal" if preempted else "stopped by the task", step)
+        checkpointer.wait()
+        return metrics
+    if first_step >= total:
+      log.info("already trained to step %d; evaluating", total)
+      metrics = evaluate_splits(self.task, self.eval_step, state, self.mesh, self.splits,
+                                self.writer, total, self.config.eval_batch_size)
+    return metrics
+
+  def _log_train(self, step, step_metrics, pending, window_steps, elapsed) -> None:
+    summary = {k: float(v) for k, v in step_metrics.items()}
+    summary["loss"] = float(jnp.mean(jnp.stack(pending)))
+    summary["examples_per_sec"] = window_steps * self.config.batch_size / max(elapsed, 1e-9)
+    log.info("step %d/%d | loss %.4f | %.1f examples/s | ETA %s", step, self.config.total_steps,
+             summary["loss"], summary["examples_per_sec"],
+             _format_eta((self.config.total_steps - step) * elapsed / max(window_steps, 1)))
+    self.writer.write(step, "train", summary)
+
+  def evaluate(self, state, step: int):
+    """Every split; then the plateau rule and the task's after-evaluation hook (before the save:
+    a resumed run must see the same state). Returns (state, flat metrics, stop)."""
+    metrics = evaluate_splits(self.task, self.eval_step, state, self.mesh, self.splits,
+                              self.writer, step, self.config.eval_batch_size)
+    if self.best_metric:
+      metric_value(metrics, self.best_metric, "best_metric")
+    if self.observe_plateau is not None:
+      value = metric_value(metrics, self.config.optimizer.plateau_metric,
+                           "optimizer.plateau_metric")
+      state = self.observe_plateau(state, value)
+    by_split = {split.name: {k[len(split.name) + 1:]: v for k, v in metrics.items()
+                             if k.startswith(split.name + "/")} for split in self.splits}
+    host_task_state = jax.tree.map(np.asarray, jax.device_get(state.task_state))
+    decision = self.task.after_evaluation(step, by_split, host_task_state)
+    if decision.task_state is not None:
+      state = state.replace(task_state=place_like(decision.task_state, state.task_state,
+                                                  self.shardings.task_state))
+      log.info("step %d: task state updated after evaluation", step)
+    if decision.stop:
+      log.warning("step %d: the task stops training%s", step,
+                  f" ({decision.reason})" if decision.reason else "")
+    return state, metrics, bool(decision.stop)
+
+
+def place_like(new_tree, old_tree, shardings):
+  """`new_tree` (host or device arrays) placed with `shardings`, checked against `old_tree`'s
+  structure, shapes and dtypes (ValueError naming the first differing leaf)."""
+  if jax.tree.structure(new_tree) != jax.tree.structure(old_tree):
+    raise ValueError(f"Task.after_evaluation returned a task state of structure "
+                     f"{jax.tree.structure(new_tree)}; expected {jax.tree.structure(old_tree)}")
+  def place(path, new, old, sharding):
+    new = np.asarray(new)
+    if new.shape != old.shape or new.dtype != old.dtype:
+      raise ValueError(f"Task.after_evaluation: task_state {parallel.path_to_str(path)} is "
+                       f"{new.shape} {new.dtype}; expected {old.shape} {old.dtype}")
+    return jax.device_put(new, sharding)
+  return jax.tree_util.tree_map_with_path(place, new_tree, old_tree, shardings)
 
 
 def _check_finite(pending, step: int, checkpointer) -> None:
@@ -200,45 +279,34 @@ def _check_finite(pending, step: int, checkpointer) -> None:
         "Lower config.optimizer.learning_rate or set config.optimizer.grad_clip_norm.")
 
 
-def _evaluate_and_log(config, task, eval_step, state, mesh, writer, step: int
-                      ) -> Dict[str, float]:
-  metrics = evaluate(task, eval_step, state, mesh, batch_size=config.eval_batch_size)
-  log.info("eval step %d: %s", step, format_metrics(metrics))
-  writer.write(step, "eval", metrics)
-  return metrics
-
-
-def format_metrics(metrics: Dict[str, float]) -> str:
-  return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                  for k, v in metrics.items())
-
-
-def restore_for_eval(config, workdir: str, step: Optional[int] = None):
-  """Builds the task and mesh from `config` and restores the state of `step` (latest if None)
-  from <workdir>/checkpoints onto the current devices. Returns (task, state, shardings, mesh,
-  step)."""
+def restore_for_eval(config, workdir: str, checkpoint="latest"):
+  """Builds the task and mesh from `config` and restores checkpoint `checkpoint` ('latest',
+  'best' or a step number) from <workdir>/checkpoints onto the current devices. Returns (task,
+  state, shardings, mesh, step)."""
   mesh = parallel.make_mesh(config.mesh)
   task = get_task(config)
   task.prepare(log.info)
-  tx = build_optimizer(config.optimizer)
+  tx = build_optimizer_for(config, task)
   abstract, shardings = abstract_train_state(task, tx, mesh, config.sharding_rules, config.seed)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=1, keep=1_000_000)
-  step = checkpointer.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint under {checkpointer.directory}")
-  state = checkpointer.restore(step, abstract_like(abstract, shardings))
-  checkpointer.close()
+  checkpointer = checkpointer_for(config, workdir, save_every=1, keep=1_000_000)
+  try:
+    step = checkpointer.resolve_step(checkpoint)
+    state = checkpointer.restore(step, abstract_like(abstract, shardings))
+  finally:
+    checkpointer.close()
   return task, state, shardings, mesh, step
 
 
-def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
-  """What launch/eval.py runs: restore, evaluate the eval split, append to metrics.jsonl."""
+def evaluate_checkpoint(config, workdir: str, checkpoint="latest") -> Dict[str, float]:
+  """What launch/eval.py runs: restore ('latest', 'best' or a step), evaluate every split of
+  config.evals, append to metrics.jsonl; returns {'<split>/<metric>': value}."""
   setup_logging()
-  task, state, shardings, mesh, step = restore_for_eval(config, workdir, step)
+  task, state, shardings, mesh, step = restore_for_eval(config, workdir, checkpoint)
   check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
-  log.info("restored step %d onto %d devices", step, jax.device_count())
+  log.info("restored step %d onto %d devices (checkpoint %r)", step, jax.device_count(), checkpoint)
   writer = MetricWriter(workdir)
-  metrics = _evaluate_and_log(config, task, make_eval_step(task, mesh, shardings), state, mesh,
-                              writer, step)
-  writer.close()
-  return metrics
+  try:
+    return evaluate_splits(task, make_eval_step(task, mesh, shardings), state, mesh,
+                           eval_splits(config), writer, step, config.eval_batch_size)
+  finally:
+    writer.close()

@@ -14,7 +14,7 @@ from conftest import load_config  # pylint: disable=wrong-import-position
 
 from mmjax import parallel  # pylint: disable=wrong-import-position
 from mmjax.tasks import get_task  # pylint: disable=wrong-import-position
-from mmjax.train.optimizer import build_optimizer  # pylint: disable=wrong-import-position
+from mmjax.train.trainer import build_optimizer_for  # pylint: disable=wrong-import-position
 from mmjax.train.steps import create_train_state, make_train_step  # pylint: disable=wrong-import-position
 
 
@@ -22,7 +22,7 @@ def run(config, devices, mesh_axes, batches):
   mesh = parallel.make_mesh(mesh_axes, devices=devices)
   task = get_task(config)
   task.prepare(lambda *a: None)
-  tx = build_optimizer(config.optimizer)
+  tx = build_optimizer_for(config, task)
   state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
   step = make_train_step(task, tx, mesh, shardings)
   with jax.set_mesh(mesh):

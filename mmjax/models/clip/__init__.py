@@ -8,7 +8,7 @@ vision-language prompts. transformers 5 ships no Flax models, so this is ours.
 """
 
 from mmjax.models.clip.config import ClipConfig, PRESETS, TextConfig, VisionConfig, get_config
-from mmjax.models.clip.modules import Clip, l2_normalize
+from mmjax.models.clip.modules import Clip
 from mmjax.models.clip.tokenizer import ClipTokenizer, load_tokenizer
 from mmjax.models.clip.weights import (abstract_params, example_inputs, from_pretrained,
                                        init_params, params_from_state_dict, read_config,
@@ -17,6 +17,6 @@ from mmjax.models.clip.weights import (abstract_params, example_inputs, from_pre
 __all__ = [
     "Clip", "ClipConfig", "ClipTokenizer", "PRESETS", "TextConfig", "VisionConfig",
     "abstract_params", "example_inputs", "from_pretrained", "get_config", "init_params",
-    "l2_normalize", "load_tokenizer", "params_from_state_dict", "read_config", "read_state_dict",
+    "load_tokenizer", "params_from_state_dict", "read_config", "read_state_dict",
     "save_pretrained", "state_dict_from_params",
 ]

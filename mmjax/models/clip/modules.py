@@ -28,95 +28,23 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models.clip.config import ClipConfig, TextConfig, VisionConfig
-
-
-def activation(name: str):
-  """quick_gelu(x) = x * sigmoid(1.702 x) (OpenAI CLIP), exact or tanh GELU, or ReLU."""
-  if name == "quick_gelu":
-    return lambda x: x * jax.nn.sigmoid(1.702 * x)
-  if name == "gelu":
-    return lambda x: jax.nn.gelu(x, approximate=False)
-  if name in ("gelu_new", "gelu_pytorch_tanh"):
-    return lambda x: jax.nn.gelu(x, approximate=True)
-  if name == "relu":
-    return jax.nn.relu
-  raise ValueError(f"unknown hidden_act {name!r}")
-
-
-def l2_normalize(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
-  """x / ||x||_2 along `axis` (as torch's x / x.norm(dim=-1, keepdim=True))."""
-  return x / jnp.linalg.norm(x, axis=axis, keepdims=True)
+from mmjax.nn import EncoderBlock, l2_normalize
 
 
 def _normal(std: float):
   return nn.initializers.normal(stddev=std)
 
 
-class Attention(nn.Module):
-  """Multi-head self-attention: softmax(q k^T / sqrt(d_head) + mask) v, then out_proj.
-
-  Inits follow transformers' CLIP: q/k/v std width^-0.5 (2 L)^-0.5, out_proj std width^-0.5.
-  """
-  width: int
-  num_heads: int
-  num_layers: int
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, mask: Optional[jnp.ndarray]) -> jnp.ndarray:
-    """x: [B, L, width]; mask: bool [B, 1, L, L] (True = attend) or None. Returns [B, L, width]."""
-    head_dim = self.width // self.num_heads
-    in_std = self.width ** -0.5 * (2 * self.num_layers) ** -0.5
-    def heads(name, std):
-      y = nn.Dense(self.width, kernel_init=_normal(std), name=name)(x)
-      return y.reshape(y.shape[:2] + (self.num_heads, head_dim))
-    q = heads("q_proj", in_std) * head_dim ** -0.5
-    k, v = heads("k_proj", in_std), heads("v_proj", in_std)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
-    return nn.Dense(self.width, kernel_init=_normal(self.width ** -0.5), name="out_proj")(out)
-
-
-class Mlp(nn.Module):
-  """fc2(act(fc1(x))); fc1 [width -> intermediate], fc2 back (init std (2 width)^-0.5 and
-  width^-0.5 (2 L)^-0.5 as in transformers)."""
-  width: int
-  intermediate_size: int
-  hidden_act: str
-  num_layers: int
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    h = nn.Dense(self.intermediate_size, kernel_init=_normal((2 * self.width) ** -0.5),
-                 name="fc1")(x)
-    h = activation(self.hidden_act)(h)
-    std = self.width ** -0.5 * (2 * self.num_layers) ** -0.5
-    return nn.Dense(self.width, kernel_init=_normal(std), name="fc2")(h)
-
-
-class EncoderLayer(nn.Module):
-  """Pre-LN block: x += self_attn(layer_norm1(x)); x += mlp(layer_norm2(x))."""
-  config: object  # TextConfig or VisionConfig
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, mask: Optional[jnp.ndarray]) -> jnp.ndarray:
-    c = self.config
-    eps = c.layer_norm_eps
-    x = x + Attention(c.hidden_size, c.num_attention_heads, c.num_hidden_layers,
-                      name="self_attn")(nn.LayerNorm(eps, name="layer_norm1")(x), mask)
-    return x + Mlp(c.hidden_size, c.intermediate_size, c.hidden_act, c.num_hidden_layers,
-                   name="mlp")(nn.LayerNorm(eps, name="layer_norm2")(x))
-
-
 class Encoder(nn.Module):
-  """num_hidden_layers EncoderLayers (`layers_0`, ...). Before layer i (0 < i < depth) the
-  callable `replace_prompts(x, i)` swaps in that layer's prompts."""
+  """num_hidden_layers pre-LN EncoderBlocks (mmjax.nn.transformer; `layers_0`, ...). Before
+  layer i (0 < i < depth) the callable `replace_prompts(x, i)` swaps in that layer's prompts."""
   config: object
 
   def setup(self):
-    self.layers = [EncoderLayer(self.config) for _ in range(self.config.num_hidden_layers)]
+    c = self.config
+    self.layers = [EncoderBlock(c.num_attention_heads, c.intermediate_size, c.hidden_act,
+                                c.layer_norm_eps, num_layers=c.num_hidden_layers)
+                   for _ in range(c.num_hidden_layers)]
 
   def __call__(self, x, mask, replace_prompts=None):
     """x: [B, L, width] -> [B, L, width]."""

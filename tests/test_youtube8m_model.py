@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from mmjax.models.video_classifier import build_video_classifier
+from mmjax.projects.youtube8m.model import build_video_classifier
 
 
 def _batch(rng, frames, lengths, num_classes=16):

@@ -11,42 +11,44 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax import losses, metrics
-from mmjax.data import image_text
+from mmjax.data import cache, image_text
 from mmjax.models import clip
-from mmjax.tasks import clip_common, register
+from mmjax.models.clip import adapter
+from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
 
 
 @register("clip_pretrain")
-class ClipPretrainTask:
-  """See mmjax.tasks for the interface."""
+class ClipPretrainTask(Task):
+  """See mmjax.tasks.Task for the interface."""
 
   evaluator_keys = ("input_ids", "weight")
 
   def __init__(self, config):
     self.config = config
     self.data_config = config.data
-    self.clip = clip_common.build_clip(config.model)
-    clip_common.check_image_size(config.data, self.clip)
-    self.model = clip_common.CheckpointModel(
+    self.clip = adapter.build_clip(config.model)
+    adapter.check_image_size(config.data, self.clip)
+    self.model = adapter.CheckpointModel(
         self.clip, clip.Clip.__call__,
         lambda b: {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
                    "pixel_values": b["pixel_values"]})
-    self.tokenizer = clip_common.tokenizer(config.model)
+    self.tokenizer = adapter.tokenizer(config.model)
 
   def prepare(self, log=print) -> None:
     """Resolves the pair lists (writing the synthetic default once if none are given)."""
-    self.data_config = clip_common.resolved_data_config(
+    self.data_config = cache.resolved_data_config(
         self.config.data, image_text.resolve_files, ('train_file', 'eval_file'), log)
 
   def pretrained_params(self, params):
-    return clip_common.pretrained_params(self.config.model, params)
+    return adapter.pretrained_params(self.config.model, params)
 
   def example_batch(self, batch_size: int):
     batch = clip.example_inputs(self.clip.config, batch_size)
     batch["weight"] = np.ones((batch_size,), np.float32)
     return batch
 
-  def loss(self, outputs, batch):
+  def loss(self, outputs, batch, task_state=None):
+    del task_state
     loss = losses.clip_contrastive_loss(outputs["image_embeds"], outputs["text_embeds"],
                                         outputs["logit_scale"], weight=batch["weight"])
     return loss, {"temperature": 1.0 / jnp.exp(outputs["logit_scale"])}
@@ -59,11 +61,13 @@ class ClipPretrainTask:
                                          seed=seed, process_index=process_index,
                                          process_count=process_count)
 
-  def eval_dataset(self, batch_size, process_index, process_count):
-    return image_text.make_eval_dataset(self.data_config, self.tokenizer, batch_size=batch_size,
+  def eval_dataset(self, batch_size, process_index, process_count,
+                   split: EvalSplit = DEFAULT_SPLIT):
+    return image_text.make_eval_dataset(split.data_config(self.data_config), self.tokenizer, batch_size=batch_size,
                                         process_index=process_index, process_count=process_count)
 
-  def new_evaluator(self):
+  def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
+    del split
     return _RetrievalEvaluator()
 
 

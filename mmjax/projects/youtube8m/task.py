@@ -1,6 +1,6 @@
 """YouTube-8M multi-label video categorization (seed 001 baselines).
 
-Binds: mmjax.data (TFRecord pipelines, synthetic default), mmjax.models.video_classifier,
+Binds: mmjax.data (TFRecord pipelines, synthetic default), mmjax.projects.youtube8m.model,
 the starter code's summed sigmoid cross-entropy, and the GAP/MAP/PERR/Hit@1 evaluator (overall and
 per taxonomy level when config.data.taxonomy_file is set or the synthetic data provides one).
 """
@@ -10,13 +10,13 @@ import numpy as np
 
 from mmjax import losses, metrics
 from mmjax.data import pipeline
-from mmjax.models.video_classifier import build_video_classifier
-from mmjax.tasks import register
+from mmjax.projects.youtube8m.model import build_video_classifier
+from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
 
 
 @register("youtube8m")
-class Youtube8mTask:
-  """See mmjax.tasks for the interface."""
+class Youtube8mTask(Task):
+  """See mmjax.tasks.Task for the interface."""
 
   evaluator_keys = ("labels", "weight")
 
@@ -52,7 +52,8 @@ class Youtube8mTask:
     batch["weight"] = np.ones((batch_size,), np.float32)
     return batch
 
-  def loss(self, logits, batch):
+  def loss(self, logits, batch, task_state=None):
+    del task_state
     loss = losses.multilabel_sigmoid_cross_entropy(logits, batch["labels"], batch["weight"])
     return loss, {}
 
@@ -64,11 +65,13 @@ class Youtube8mTask:
                                        process_index=process_index,
                                        process_count=process_count)
 
-  def eval_dataset(self, batch_size, process_index, process_count):
-    return pipeline.make_eval_dataset(self.data_config, batch_size=batch_size,
+  def eval_dataset(self, batch_size, process_index, process_count,
+                   split: EvalSplit = DEFAULT_SPLIT):
+    return pipeline.make_eval_dataset(split.data_config(self.data_config), batch_size=batch_size,
                                       process_index=process_index, process_count=process_count)
 
-  def new_evaluator(self):
+  def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
+    del split
     return _Evaluator(metrics.Youtube8mMetrics(self.config.data.num_classes, top_k=20,
                                                class_levels=self._class_levels))
 

@@ -1,4 +1,4 @@
-"""What the CLIP tasks share: the model from `config.model`, the trainer-facing adapter, the
+"""What CLIP-based tasks share: the model from `config.model`, the trainer-facing adapter, the
 tokenizer and pretrained weights.
 
 config.model keys:
@@ -74,15 +74,3 @@ def check_image_size(data_config, module: clip.Clip) -> None:
   if data_config.image_size != expected:
     raise ValueError(f"config.data.image_size={data_config.image_size} but the CLIP vision "
                      f"tower takes {expected}x{expected} images (config.model): make them equal")
-
-
-
-def resolved_data_config(data_config, resolve_files, keys, log):
-  """A copy of `config.data` whose (train, eval) file keys hold `resolve_files`' answer: the
-  configured files, or the synthetic default (written once)."""
-  data_config = data_config.copy_and_resolve_references()
-  files = resolve_files(data_config, log=log)
-  with data_config.unlocked():
-    for key, value in zip(keys, files):
-      data_config[key] = value
-  return data_config

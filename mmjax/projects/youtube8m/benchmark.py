@@ -1,11 +1,14 @@
-"""Measurements behind `launch/benchmark.py`: train step, input pipeline, metrics, memory.
+"""YouTube-8M benchmarks (`launch/benchmark.py --suite=youtube8m`): train step, input pipeline
+(vs. the TF starter code), metrics.
 
-Each benchmark returns a flat dict of numbers (plus a few strings), so the launcher can print a
-table and one JSON line. What is timed, in short:
+Each benchmark returns a flat dict of numbers (plus a few strings); `run_suite` gathers them
+into the results dict that `report` prints as a table and `records` turns into JSON records
+(shared helpers: `mmjax.benchmarking`). What is timed, in short:
 
 * `train_step_benchmark`: the jit-compiled, sharded train step of `mmjax.train.steps` on random
-  batches in the real batch format: compile time (`lower` + `compile`), then steady-state
-  seconds per step (each step ends with `block_until_ready`) -> examples/s.
+  batches in the real batch format (`mmjax.benchmarking.task_train_step_benchmark`): compile
+  time (`lower` + `compile`), then steady-state seconds per step (each step ends with
+  `block_until_ready`) -> examples/s.
 * `input_pipeline_benchmark`: mmjax's grain training pipeline (`make_train_dataset`: read,
   verify CRC, parse, dequantize, pad, batch) over TFRecord files -> records/s.
 * `tf_starter_benchmark`: the YouTube-8M starter code's way of reading the same files
@@ -14,139 +17,46 @@ table and one JSON line. What is timed, in short:
   inside the function only; it is not a dependency of mmjax (`pip install mmjax[bench]`).
 * `metrics_benchmark`: `Youtube8mMetrics.update` over batches of random scores, then
   `compute()`, e.g. at 128k videos x 3862 classes.
-* `peak_memory`: process peak RSS and, on GPU/TPU, the devices' peak bytes in use.
+* per benchmark, the process peak RSS (`mmjax.benchmarking.run_phase`), and for the run the
+  process peak and, on GPU/TPU, the devices' peak bytes in use.
+
+Notes on the input pipeline: on 2 cores it is bound by building the float32 batch (padding and
+dequantizing ~177 MB per batch of 128 videos x 300 frames); a graph-mode `tf.data` parse
+without padding or batching (`graph_records_per_s`) is faster.
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import resource
-import sys
 import time
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
+from mmjax import benchmarking
 from mmjax import metrics as mm_metrics
-from mmjax import parallel
+from mmjax.benchmarking import MB
+from mmjax.benchmarking import fmt
+from mmjax.benchmarking import log
+from mmjax.benchmarking import run_phase
 from mmjax.data import pipeline
 from mmjax.data import tfrecord
 from mmjax.data import youtube8m
-from mmjax.tasks import get_task
-from mmjax.train.optimizer import build_optimizer
-from mmjax.train.steps import create_train_state
-from mmjax.train.steps import make_train_step
-from mmjax.train.trainer import check_batch_size
 
-MB = 2.0**20
 TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
 
-
-# -------------------------------------------------------------------------------------------
-# Hardware and memory.
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _total_ram_gib() -> float | None:
-  try:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2.0**30
-  except (ValueError, OSError, AttributeError):
-    return None
-
-
-def hardware_description() -> str:
-  """One line describing the machine the numbers were measured on.
-
-  Returns:
-    e.g. 'cpu (cpu) x1 | CPU: AMD EPYC, 2 cores, 23.4 GiB RAM | jax 0.10.2': the JAX platform,
-    device kind and device count, the CPU model (from /proc/cpuinfo), the cores available to
-    this process, the RAM and the jax version.
-  """
-  devices = jax.devices()
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  ram = _total_ram_gib()
-  ram_text = f", {ram:.1f} GiB RAM" if ram else ""
-  return (f"{devices[0].platform} ({devices[0].device_kind}) x{len(devices)} | CPU: "
-          f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}")
-
-
-_peak_before_reset = 0  # bytes: the largest peak RSS seen by `reset_peak_rss`
-
-
-def _ru_maxrss_bytes() -> int:
-  maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return maxrss * (1 if platform.system() == "Darwin" else 1024)  # bytes on macOS, else KiB
-
-
-def reset_peak_rss() -> bool:
-  """Resets the kernel's peak-RSS counter of this process (VmHWM), where Linux allows it.
-
-  The peak so far is remembered, so `peak_memory()['process_peak_rss_mb']` stays the
-  lifetime peak (on Linux the reset also lowers `ru_maxrss`).
-
-  Returns:
-    True if it was reset (then `peak_memory()['peak_rss_mb']` covers only what ran since).
-  """
-  global _peak_before_reset
-  _peak_before_reset = max(_peak_before_reset, _ru_maxrss_bytes(), _vm_hwm_bytes() or 0)
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
-
-
-def _vm_hwm_bytes() -> int | None:
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) * 1024
-  except (OSError, ValueError, IndexError):
-    pass
-  return None
-
-
-def peak_memory() -> dict[str, float]:
-  """Peak host and device memory of this process.
-
-  Returns:
-    'process_peak_rss_mb': the peak over the whole process lifetime
-      (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, and the peaks seen before any
-      `reset_peak_rss()`);
-    'peak_rss_mb': the kernel's VmHWM, i.e. the peak since the last `reset_peak_rss()` (equal
-      to the lifetime peak where it cannot be reset or read);
-    'device_peak_mb': on GPU/TPU, the largest `device.memory_stats()['peak_bytes_in_use']`
-      over the local devices (absent where the backend has no memory stats, e.g. CPU).
-  """
-  maxrss = _ru_maxrss_bytes()
-  hwm = _vm_hwm_bytes()
-  lifetime = max(maxrss, hwm or 0, _peak_before_reset)
-  out = {"process_peak_rss_mb": lifetime / MB, "peak_rss_mb": (hwm if hwm else maxrss) / MB}
-  peaks = []
-  for device in jax.local_devices():
-    try:
-      stats = device.memory_stats()
-    except Exception:  # pylint: disable=broad-except
-      stats = None
-    if stats and "peak_bytes_in_use" in stats:
-      peaks.append(stats["peak_bytes_in_use"])
-  if peaks:
-    out["device_peak_mb"] = max(peaks) / MB
-  return out
+# Units of this suite's results keys (None: a setting or a sanity value), see
+# `mmjax.benchmarking.to_records`; the train step's keys are in `mmjax.benchmarking.UNITS`.
+UNITS: dict[str, str | None] = {
+    "frames": None, "batches": None, "num_threads": None, "num_files": None,
+    "num_records_in_files": None, "num_videos": None, "num_classes": None, "batch": None,
+    "gap": None,
+    "records": "records", "mean_frames": "frames", "startup_s": "s", "seconds": "s",
+    "records_per_s": "records/s", "mb_per_s": "MiB/s", "graph_records_per_s": "records/s",
+    "tf_max_abs_diff": "1",
+    "update_s": "s", "compute_s": "s", "total_s": "s", "videos_per_s": "videos/s",
+}
+# Record-name parts of the results sections whose key is not the benchmark's name.
+SECTIONS = {"train": "train_step"}
 
 
 # -------------------------------------------------------------------------------------------
@@ -179,142 +89,6 @@ def random_batch(spec: youtube8m.RecordSpec, batch_size: int, rng: np.random.Gen
   return spec.collate(examples)
 
 
-def compiled_cost(compiled) -> dict[str, float]:
-  """FLOPs / bytes accessed from XLA's cost analysis, and the compiled memory footprint."""
-  out = {}
-  try:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else None
-    if cost:
-      if cost.get("flops", 0) > 0:
-        out["flops_per_step"] = float(cost["flops"])
-      if cost.get("bytes accessed", 0) > 0:
-        out["bytes_accessed_per_step"] = float(cost["bytes accessed"])
-  except Exception:  # pylint: disable=broad-except
-    pass
-  try:
-    mem = compiled.memory_analysis()
-    if mem is not None:
-      out["compiled_temp_mb"] = mem.temp_size_in_bytes / MB
-      out["compiled_argument_mb"] = mem.argument_size_in_bytes / MB
-  except Exception:  # pylint: disable=broad-except
-    pass
-  return out
-
-
-def compile_timed(jitted, *args) -> tuple[Any, float]:
-  """`jitted.lower(*args).compile()` (tracing, lowering, XLA compile) and its seconds."""
-  start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  return compiled, time.perf_counter() - start
-
-
-def time_steps(step, carry, inputs: Sequence, *, steps: int, warmup: int
-               ) -> tuple[Any, Any, float, list[float]]:
-  """Runs `carry, outputs = step(carry, inputs[k % len(inputs)])` for k = 0, 1, ...
-
-  Call 0 is timed on its own (first_s), then `warmup` untimed calls, then `steps` calls each
-  timed to its `block_until_ready` on (carry, outputs).
-
-  Args:
-    step: (carry, input) -> (carry, outputs), e.g. a compiled train step (state, batch) ->
-      (state, metrics); a stateless function can pass its carry through unchanged.
-    carry: the initial carry (e.g. the train state; donated steps consume it).
-    inputs: inputs cycled through (already on the devices: transfers are not timed).
-    steps: timed calls (>= 1).
-    warmup: untimed calls after the first.
-
-  Returns:
-    (final carry, last outputs, first_s, the `steps` timed seconds).
-  """
-  if steps < 1:
-    raise ValueError(f"steps must be >= 1, got {steps}")
-  start = time.perf_counter()
-  carry, outputs = step(carry, inputs[0])
-  jax.block_until_ready((carry, outputs))
-  first_s = time.perf_counter() - start
-  for i in range(warmup):
-    carry, outputs = step(carry, inputs[(i + 1) % len(inputs)])
-  jax.block_until_ready((carry, outputs))
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    carry, outputs = step(carry, inputs[(warmup + 1 + i) % len(inputs)])
-    jax.block_until_ready((carry, outputs))
-    times.append(time.perf_counter() - start)
-  return carry, outputs, first_s, times
-
-
-def task_train_step_benchmark(config, make_batch, *, batch_size: int, steps: int,
-                              warmup: int = 1, num_batches: int = 2
-                              ) -> tuple[dict[str, Any], Any]:
-  """Times the sharded train step of the task `config` names, on random batches.
-
-  Builds the task (`get_task(config)`; its `prepare()` is not called, so no data is read or
-  written), the optimizer from `config.optimizer`, a mesh from `config.mesh` over all devices
-  and the train state and step of `mmjax.train.steps`. `num_batches` batches from `make_batch`
-  are placed on the devices beforehand and cycled.
-
-  Timed:
-    init_s: creating the sharded train state (includes compiling the initializer).
-    compile_s: `train_step.lower(state, batch).compile()`: tracing, lowering, XLA compile.
-    first_step_s: the first call of the compiled step (incl. block_until_ready).
-    then `warmup` untimed steps, then `steps` steps each followed by `block_until_ready` on
-    the new state; step_s is their mean, step_min_s the fastest; examples_per_s is
-    batch_size / step_s. Host-to-device transfer of batches is not timed.
-
-  Args:
-    config: the experiment config, with config.batch_size = `batch_size`; not modified.
-    make_batch: (task, local batch size, np.random.Generator) -> numpy batch in the task's
-      format.
-    batch_size: global batch (divisible by the mesh's data axis).
-    steps: timed steps (>= 1).
-    warmup: untimed steps after the first one.
-    num_batches: distinct random batches cycled through.
-
-  Returns:
-    (result, final train state): result is {'batch_size', 'num_devices', 'params', 'init_s',
-    'compile_s', 'first_step_s', 'step_s', 'step_min_s', 'examples_per_s', 'final_loss'} plus,
-    where XLA reports them, 'flops_per_step', 'bytes_accessed_per_step', 'compiled_temp_mb',
-    'compiled_argument_mb', and 'tflops_per_s' (flops_per_step / step_s / 1e12).
-  """
-  if steps < 1:
-    raise ValueError(f"steps must be >= 1, got {steps}")
-  mesh = parallel.make_mesh(config.mesh)
-  check_batch_size("batch_size", batch_size, mesh)
-  task = get_task(config)
-  tx = build_optimizer(config.optimizer)
-
-  start = time.perf_counter()
-  state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
-  jax.block_until_ready(state)
-  init_s = time.perf_counter() - start
-  num_params = int(sum(x.size for x in jax.tree.leaves(state.params)))
-
-  rng = np.random.default_rng(config.seed)
-  local = batch_size // jax.process_count()
-  batches = [parallel.global_batch(make_batch(task, local, rng), mesh)
-             for _ in range(max(1, num_batches))]
-  jax.block_until_ready(batches)
-
-  train_step = make_train_step(task, tx, mesh, shardings)
-  compiled, compile_s = compile_timed(train_step, state, batches[0])
-  state, step_metrics, first_step_s, times = time_steps(compiled, state, batches, steps=steps,
-                                                        warmup=warmup)
-  step_s = float(np.mean(times))
-  result = {
-      "batch_size": int(batch_size), "num_devices": jax.device_count(), "params": num_params,
-      "init_s": init_s, "compile_s": compile_s, "first_step_s": first_step_s, "step_s": step_s,
-      "step_min_s": float(np.min(times)), "examples_per_s": batch_size / step_s,
-      "final_loss": float(step_metrics["loss"]),
-  }
-  result.update(compiled_cost(compiled))
-  if "flops_per_step" in result:
-    result["tflops_per_s"] = result["flops_per_step"] / step_s / 1e12
-  return result, state
-
-
 def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int, steps: int,
                          warmup: int = 1, num_batches: int = 2) -> dict[str, Any]:
   """Times the sharded train step of one late-fusion model on random batches.
@@ -322,7 +96,7 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
   The task is built from `config` with model.name=`model_name`, model.fusion='late' and
   data.max_frames=`frames`; the batches are in the real format (uint8 frame features
   dequantized by `RecordSpec.collate`, lengths uniform in [frames/10, frames], 3 labels per
-  video, see `random_batch`). What is timed: `task_train_step_benchmark`.
+  video, see `random_batch`). What is timed: `mmjax.benchmarking.task_train_step_benchmark`.
 
   Args:
     config: the experiment config (e.g. configs/ytb8m.py); not modified.
@@ -351,8 +125,9 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
     del task
     return random_batch(spec, size, rng, min_frames=max(1, frames // 10))
 
-  result, _ = task_train_step_benchmark(config, make_batch, batch_size=batch_size, steps=steps,
-                                        warmup=warmup, num_batches=num_batches)
+  result, _ = benchmarking.task_train_step_benchmark(
+      config, make_batch, batch_size=batch_size, steps=steps, warmup=warmup,
+      num_batches=num_batches)
   return {"model": model_name, "frames": int(frames), **result}
 
 
@@ -577,35 +352,29 @@ def metrics_benchmark(num_videos: int, num_classes: int, batch: int, *, top_k: i
           "gap": float(values["gap"])}
 
 
-# -----------------------------------------------------------------------------------------------
-# All benchmarks and their report (what launch/benchmark.py prints).
+# -------------------------------------------------------------------------------------------
+# The suite, its table and its records.
 
 
-def run_phase(fn, *args, **kwargs):
-  """`fn(*args, **kwargs)` with the peak RSS reset before; adds 'peak_rss_mb' (the process
-  peak during the call, see `peak_memory`) to its result dict (None passes through)."""
-  reset_peak_rss()
-  out = fn(*args, **kwargs)
-  if out is not None:
-    out["peak_rss_mb"] = peak_memory()["peak_rss_mb"]
-  return out
+def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
+              pipeline_batches: int, tf_records: int, metric_videos: int, metric_classes: int,
+              metric_batch: int, models: Sequence[str], skip_tf: bool) -> dict[str, Any]:
+  """Every benchmark in turn (metrics, input pipeline, train steps, then TensorFlow last).
+  Progress goes to stderr.
 
-
-def run_all(config, *, batch_size: int, frames: int, steps: int, warmup: int,
-            pipeline_batches: int, tf_records: int, metric_videos: int, metric_classes: int,
-            metric_batch: int, models: Sequence[str], skip_tf: bool) -> dict:
-  """Every benchmark in turn (metrics, input pipeline, train steps, then TensorFlow last);
-  returns the results dict that `report` formats. Progress goes to stderr."""
+  Returns:
+    The results dict that `report` formats: 'hardware', 'load_average_start', 'settings',
+    'metrics', 'pipeline' (and 'pipeline_1_thread' when data.num_threads != 1), 'train'
+    ({model: result}), 'tf_starter' (None with `skip_tf` or without TensorFlow), 'memory',
+    'load_average_end'.
+  """
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data.max_frames = frames
-  results = {"hardware": hardware_description(),
-             "load_average_start": list(os.getloadavg()),
-             "settings": {"batch_size": batch_size, "frames": frames, "steps": steps,
-                          "warmup": warmup, "pipeline_batches": pipeline_batches,
-                          "metric_videos": metric_videos, "metric_classes": metric_classes,
-                          "metric_batch": metric_batch}}
-  log(f"hardware: {results['hardware']}")
+  results = benchmarking.start_suite({
+      "batch_size": batch_size, "frames": frames, "steps": steps, "warmup": warmup,
+      "pipeline_batches": pipeline_batches, "metric_videos": metric_videos,
+      "metric_classes": metric_classes, "metric_batch": metric_batch})
 
   start = time.perf_counter()
   pattern = pipeline.resolve_data_patterns(config.data, log=log).train_pattern
@@ -615,7 +384,7 @@ def run_all(config, *, batch_size: int, frames: int, steps: int, warmup: int,
   results["metrics"] = run_phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
   log(f"input pipeline: {pipeline_batches} batches of {batch_size}")
   results["pipeline"] = run_phase(input_pipeline_benchmark, config, pattern,
-                              batch_size=batch_size, num_batches=pipeline_batches)
+                                  batch_size=batch_size, num_batches=pipeline_batches)
   if int(config.data.num_threads) != 1:
     log("input pipeline: the same with 1 thread")
     results["pipeline_1_thread"] = run_phase(
@@ -635,61 +404,31 @@ def run_all(config, *, batch_size: int, frames: int, steps: int, warmup: int,
         tf_starter_benchmark, pattern, num_records=num,
         feature_sizes=tuple(config.data.feature_sizes), id_key=config.data.id_key,
         labels_key=config.data.labels_key, max_frames=frames)
-  results["memory"] = peak_memory()
-  results["load_average_end"] = list(os.getloadavg())
-  return results
+  return benchmarking.finish_suite(results)
 
 
 def report(results: dict) -> str:
-  """A header line and the human-readable table of `run_all`'s results."""
-  header = (f"mmjax benchmark | {results['hardware']} | load average "
-            f"{results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
-  return header + "\n" + table(_rows(results))
+  """A header line and the human-readable table of `run_suite`'s results."""
+  return benchmarking.report("mmjax YouTube-8M benchmark", results, _rows(results))
 
 
-def log(message: str) -> None:
-  print(message, file=sys.stderr, flush=True)
-
-
-def fmt(value, unit: str = "") -> str:
-  if isinstance(value, bool) or value is None:
-    return str(value)
-  if isinstance(value, int):
-    return f"{value:,}{unit}"
-  if isinstance(value, float):
-    text = f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    return text + unit
-  return str(value) + unit
-
-
-def table(rows) -> str:
-  widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
-  lines = []
-  for row in rows:
-    lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-  return "\n".join(lines)
-
-
-def timing_rows(compile_s: float, first_s: float, mean_s: float, min_s: float, *,
-                what: str = "step") -> list:
-  """Table rows (measure, value under an empty benchmark cell) of a compiled function:
-  compile, first `what`, `what` (mean / min)."""
-  return [("", "compile (lower+compile)", fmt(compile_s, " s")),
-          ("", f"first {what}", fmt(first_s, " s")),
-          ("", f"{what} (mean / min)", f"{fmt(mean_s, ' s')} / {fmt(min_s, ' s')}")]
+def records(results: dict, suite: str, **kwargs) -> list[dict[str, Any]]:
+  """One JSON record per measurement of `run_suite`'s results, named '<suite>/...', e.g.
+  'youtube8m/train_step/transformer/examples_per_sec' (`mmjax.benchmarking.to_records`;
+  kwargs: its `timestamp`)."""
+  return benchmarking.to_records(suite, results, UNITS, sections=SECTIONS, **kwargs)
 
 
 def _rows(results: dict) -> list:
-  rows = [("benchmark", "measure", "value"), ("---", "---", "---")]
+  rows = []
   for name, r in results["train"].items():
     section = f"train step: {name} (late, B={r['batch_size']}, T={r['frames']})"
     rows += [(section, "parameters", fmt(r["params"])),
-             *timing_rows(r["compile_s"], r["first_step_s"], r["step_s"], r["step_min_s"]),
-             ("", "throughput", fmt(r["examples_per_s"], " examples/s"))]
-    if "flops_per_step" in r:
-      rows.append(("", "XLA FLOPs/step; achieved",
-                   f"{r['flops_per_step'] / 1e12:.3g} TFLOP; {r['tflops_per_s']:.3g} TFLOP/s"))
-    rows.append(("", "process peak RSS in phase", fmt(r["peak_rss_mb"], " MB")))
+             *benchmarking.timing_rows(r["compile_s"], r["first_step_s"], r["step_s"],
+                                       r["step_min_s"]),
+             ("", "throughput", fmt(r["examples_per_s"], " examples/s")),
+             *benchmarking.flops_rows(r),
+             ("", "process peak RSS in phase", fmt(r["peak_rss_mb"], " MB"))]
   for key in ("pipeline", "pipeline_1_thread"):
     if key not in results:
       continue
@@ -718,8 +457,4 @@ def _rows(results: dict) -> list:
             f"{fmt(m['total_s'], ' s')}"),
            ("", "throughput", fmt(m["videos_per_s"], " videos/s")),
            ("", "process peak RSS in phase", fmt(m["peak_rss_mb"], " MB"))]
-  mem = results["memory"]
-  rows.append(("process", "peak RSS (whole run)", fmt(mem["process_peak_rss_mb"], " MB")))
-  if "device_peak_mb" in mem:
-    rows.append(("", "device peak", fmt(mem["device_peak_mb"], " MB")))
   return rows

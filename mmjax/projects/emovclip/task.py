@@ -17,15 +17,16 @@ import numpy as np
 import optax
 
 from mmjax import losses, metrics
-from mmjax.data import labelled_video
+from mmjax.data import cache, labelled_video
 from mmjax.models import clip
 from mmjax.models.clip.classify import class_prompts
-from mmjax.tasks import clip_common, register
+from mmjax.models.clip import adapter
+from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
 
 
 @register("emovclip")
-class EmoVClipTask:
-  """See mmjax.tasks for the interface."""
+class EmoVClipTask(Task):
+  """See mmjax.tasks.Task for the interface."""
 
   evaluator_keys = ("label", "weight")
 
@@ -33,12 +34,12 @@ class EmoVClipTask:
     self.config = config
     self.data_config = config.data
     self.class_names = tuple(config.data.class_names)
-    self.clip = clip_common.build_clip(config.model)
-    clip_common.check_image_size(config.data, self.clip)
-    self.tokenizer = clip_common.tokenizer(config.model)
+    self.clip = adapter.build_clip(config.model)
+    adapter.check_image_size(config.data, self.clip)
+    self.tokenizer = adapter.tokenizer(config.model)
     prompts = class_prompts(self.tokenizer, self.class_names, config.model.template,
                             self.clip.num_prompts)
-    self.model = clip_common.CheckpointModel(
+    self.model = adapter.CheckpointModel(
         self.clip, clip.Clip.classify,
         lambda b: {"pixel_values": b["pixel_values"],
                    "class_input_ids": prompts["input_ids"],
@@ -46,11 +47,11 @@ class EmoVClipTask:
 
   def prepare(self, log=print) -> None:
     """Resolves the label files (writing the synthetic default once if none are given)."""
-    self.data_config = clip_common.resolved_data_config(
+    self.data_config = cache.resolved_data_config(
         self.config.data, labelled_video.resolve_files, ('train_labels', 'eval_labels'), log)
 
   def pretrained_params(self, params):
-    return clip_common.pretrained_params(self.config.model, params)
+    return adapter.pretrained_params(self.config.model, params)
 
   def example_batch(self, batch_size: int):
     size = self.clip.config.vision.image_size
@@ -59,8 +60,9 @@ class EmoVClipTask:
             "label": np.zeros((batch_size,), np.int32),
             "weight": np.ones((batch_size,), np.float32)}
 
-  def loss(self, logits, batch):
+  def loss(self, logits, batch, task_state=None):
     """Weighted mean cross-entropy over the clips (padding rows have weight 0)."""
+    del task_state
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     correct = (logits.argmax(-1) == batch["label"]).astype(logits.dtype)
     return losses.weighted_mean(per_example, batch["weight"]), {
@@ -74,12 +76,14 @@ class EmoVClipTask:
                                              process_index=process_index,
                                              process_count=process_count)
 
-  def eval_dataset(self, batch_size, process_index, process_count):
-    return labelled_video.make_eval_dataset(self.data_config, batch_size=batch_size,
+  def eval_dataset(self, batch_size, process_index, process_count,
+                   split: EvalSplit = DEFAULT_SPLIT):
+    return labelled_video.make_eval_dataset(split.data_config(self.data_config), batch_size=batch_size,
                                             process_index=process_index,
                                             process_count=process_count)
 
-  def new_evaluator(self):
+  def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
+    del split
     return _ClassificationEvaluator(len(self.class_names))
 
 

@@ -1,0 +1,117 @@
+"""Trainer defaults shared by every config in this folder, and the variant mechanism.
+
+A config file starts from `trainer_config(task=...)`, sets its own data and model keys,
+declares its variants, and ends with `apply_variants`:
+
+  defaults = load_sibling(__file__, "defaults")   # mmjax.config_files
+  VARIANTS = {"tiny": _tiny, "paper": _paper}      # name -> function(config) editing it in place
+  def get_config(variants=""):
+    config = defaults.trainer_config(task="youtube8m", total_steps=1000)
+    ...
+    return defaults.apply_variants(config, variants, VARIANTS, __file__)
+
+Variants combine with commas and apply left to right: `--config=configs/ytb8m.py:paper,netvlad`.
+An unknown name fails with the list of valid ones.
+
+Keys of every config (mmjax.train reads them; see docs/architecture.md):
+  task                     registered task name (mmjax.tasks)
+  seed                     parameter init, dropout and data order
+  total_steps, batch_size, eval_batch_size (global, over all processes and devices)
+  log_every_steps, eval_every_steps (0: only at the end), checkpoint_every_steps,
+  keep_checkpoints         the latest N checkpoints kept
+  best_metric, best_mode   '<split>/<metric>' (e.g. 'eval/gap') and 'max' or 'min': one more
+                           checkpoint, the best so far by that metric, is kept next to the
+                           latest N ('' : none); every evaluation step is then saved
+  mesh                     ((axis, size), ...); -1 takes the remaining devices
+  sharding_rules           ((regex on '/'-joined parameter path, PartitionSpec axes), ...)
+  evals                    named eval splits: evals.<name>.data holds `config.data` keys
+                           replaced for that split (empty: config.data as is); metrics are
+                           logged as '<name>/<metric>'
+  init_from                weights from other runs (mmjax.train.init_from): a tuple of
+                           `init_from_entry(...)`
+  optimizer                `optimizer_config(...)` below
+"""
+
+from typing import Callable, Dict
+
+import ml_collections
+
+
+def optimizer_config(**values) -> ml_collections.ConfigDict:
+  """`config.optimizer` with every key mmjax.train.optimizer.build_optimizer reads; `values`
+  override the defaults (unknown keys raise KeyError):
+
+    name 'adam' ('adam' | 'adamw' | 'sgd'), learning_rate 1e-3, grad_clip_norm 0 (off),
+    trainable '' (regex on parameter paths; '' = all parameters train),
+    reduce_on_plateau False, plateau_metric 'eval/loss' ('<split>/<metric>', lower is better),
+    plateau_patience 2, plateau_factor 0.1, plateau_threshold 1e-4 (relative improvement),
+    gradient_transforms () and weight_transforms (): (name, kwargs) pairs of optax transforms
+    placed before the optimizer and after it (see mmjax.tasks.protocol for the order).
+  """
+  config = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=1e-3, grad_clip_norm=0.0, trainable="",
+      reduce_on_plateau=False, plateau_metric="eval/loss", plateau_patience=2,
+      plateau_factor=0.1, plateau_threshold=1e-4, gradient_transforms=(),
+      weight_transforms=()))
+  _update(config, values, "optimizer_config")
+  return config
+
+
+def eval_splits(**splits: Dict) -> ml_collections.ConfigDict:
+  """`config.evals`: split name -> {'data': {config.data key: value}}. No arguments: one split
+  'eval' reading config.data as it is."""
+  splits = splits or {"eval": {}}
+  return ml_collections.ConfigDict(
+      {name: {"data": dict(overrides or {})} for name, overrides in splits.items()})
+
+
+def init_from_entry(source: str, *, step="latest", source_subtree: str = "",
+                    target_subtree: str = "", frozen: bool = False) -> ml_collections.ConfigDict:
+  """One `config.init_from` entry (mmjax.train.init_from):
+
+  source          an mmjax workdir (its checkpoints/) or a Hugging Face CLIP directory
+                  (config.json + model.safetensors)
+  step            for a workdir: 'latest', 'best' or a step number
+  source_subtree  '/'-joined path in the source's params ('' = all), e.g. 'rgb_tower'
+  target_subtree  where it goes in this model's params ('' = the root)
+  frozen          True: those parameters get no updates (bit-identical after training)
+  """
+  return ml_collections.ConfigDict(dict(source=source, step=str(step),
+                                        source_subtree=source_subtree,
+                                        target_subtree=target_subtree, frozen=bool(frozen)))
+
+
+def trainer_config(**values) -> ml_collections.ConfigDict:
+  """The keys every config has (module docstring), with `values` overriding the defaults."""
+  config = ml_collections.ConfigDict(dict(
+      task="", seed=0, total_steps=1000, batch_size=32, eval_batch_size=64,
+      log_every_steps=50, eval_every_steps=500, checkpoint_every_steps=250, keep_checkpoints=3,
+      best_metric="", best_mode="max", mesh=(("data", -1), ("model", 1)), sharding_rules=(),
+      init_from=()))
+  config.evals = eval_splits()
+  config.optimizer = optimizer_config()
+  _update(config, values, "trainer_config")
+  return config
+
+
+def apply_variants(config: ml_collections.ConfigDict, spec: str,
+                   variants: Dict[str, Callable[[ml_collections.ConfigDict], None]],
+                   config_file: str) -> ml_collections.ConfigDict:
+  """Applies the comma-separated variants of `spec` (the text after ':' in --config) in order,
+  then locks the config. An unknown name raises ValueError listing the valid ones."""
+  names = [name.strip() for name in (spec or "").split(",") if name.strip()]
+  unknown = [name for name in names if name not in variants]
+  if unknown:
+    raise ValueError(f"{config_file}: unknown variant(s) {unknown}; valid variants: "
+                     f"{sorted(variants)}; combine them with commas, e.g. --config=FILE:tiny,paper")
+  for name in names:
+    variants[name](config)
+  config.lock()
+  return config
+
+
+def _update(config: ml_collections.ConfigDict, values: Dict, what: str) -> None:
+  for key, value in values.items():
+    if key not in config:
+      raise KeyError(f"{what}: unknown key {key!r}; known: {sorted(config.keys())}")
+    config[key] = value

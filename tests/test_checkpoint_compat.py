@@ -1,0 +1,79 @@
+"""Checkpoints stay readable: a checkpoint written by release 0.1.0 (tests/data/ytb8m_tiny_v0.1.0,
+before the project-folder move and the single transformer block) restores and evaluates to the
+metrics that release logged, and the layout upgrade it needs is the same function as the old
+layer (checked against flax's MultiHeadDotProductAttention, which the 0.1.0 block used)."""
+
+import json
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_config
+from mmjax.nn import EncoderBlock
+from mmjax.train import evaluate_checkpoint
+from mmjax.train.checkpoint import flat_paths
+from mmjax.train.checkpoint_upgrades import upgrade
+
+LEGACY = os.path.join(ROOT, "tests", "data", "ytb8m_tiny_v0.1.0")
+
+
+def test_a_0_1_0_checkpoint_restores_and_evaluates_to_its_logged_metrics(tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(os.path.join(LEGACY, "checkpoints"), workdir / "checkpoints")
+  config = load_config("ytb8m", "tiny")
+  shards = os.path.join(LEGACY, "data", "validate-*")
+  config.data.train_pattern = config.data.eval_pattern = shards
+  config.data.taxonomy_file = os.path.join(LEGACY, "data", "taxonomy.csv")
+  metrics = evaluate_checkpoint(config, str(workdir), "latest")
+  expected = json.loads(open(os.path.join(LEGACY, "expected_eval.jsonl")).readline())
+  assert expected["step"] == 8
+  for key in ("loss", "gap", "map", "perr", "hit_at_1", "level_0/gap", "level_3/map"):
+    assert metrics[f"eval/{key}"] == pytest.approx(expected[key], abs=1e-5), key
+  assert metrics["eval/num_examples"] == expected["num_examples"] == 24
+
+
+class _V010Block(nn.Module):
+  """The 0.1.0 encoder block, as it was: flax MHA + ln1/ln2/mlp_in/mlp_out, tanh GELU."""
+  num_heads: int
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x, mask):
+    attn_mask = nn.make_attention_mask(mask > 0, mask > 0)
+    h = nn.LayerNorm(name="ln1")(x)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name="attention")(
+        h, h, mask=attn_mask, deterministic=True)
+    h = nn.Dense(self.mlp_dim, name="mlp_in")(nn.LayerNorm(name="ln2")(x))
+    return x + nn.Dense(x.shape[-1], name="mlp_out")(nn.gelu(h))
+
+
+def test_the_layout_upgrade_preserves_the_function():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 12)).astype(np.float32)
+  mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
+  old = _V010Block(num_heads=3, mlp_dim=20)
+  old_params = old.init(jax.random.PRNGKey(1), x, mask)["params"]
+  old_params = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(p.dtype),
+                            old_params)  # non-trivial LayerNorm scales and biases too
+  flat, applied = upgrade({f"block_0/{k}": np.asarray(v)
+                           for k, v in flat_paths(old_params).items()})
+  assert applied == ["the 0.1.0 Transformer block layout"]
+  new = EncoderBlock(num_heads=3, mlp_dim=20, hidden_act="gelu_new", layer_norm_eps=1e-6)
+  template = flat_paths(new.init(jax.random.PRNGKey(2), x, None)["params"])
+  assert sorted(f"block_0/{k}" for k in template) == sorted(flat)
+  nested = {}
+  for path, value in flat.items():
+    node = nested
+    *parents, leaf = path.split("/")[1:]
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  attention_mask = nn.make_attention_mask(mask > 0, mask > 0, dtype=bool)
+  got = new.apply({"params": nested}, x, attention_mask)
+  want = old.apply({"params": old_params}, x, mask)
+  valid = mask > 0  # padded query rows are never read (masked pooling)
+  np.testing.assert_allclose(np.asarray(got)[valid], np.asarray(want)[valid], atol=2e-5)

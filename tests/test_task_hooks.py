@@ -1,0 +1,146 @@
+"""The Task protocol's extension points, exercised by tests/helpers/hooked_task.py through the
+real trainer: weight-side optimizer transforms, task state (sharded like the params, saved,
+restored, exact after a SIGKILL), the after-evaluation hook (new state, early stop), named eval
+splits and the best checkpoint, and launch/eval.py's latest / best / step."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from conftest import config_defaults, load_config
+from helpers import runs
+from helpers.hooked_task import EMA_DECAY, hooked_config
+from mmjax import parallel
+from mmjax.tasks import get_task
+from mmjax.train import evaluate_checkpoint, train_and_evaluate
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.steps import abstract_train_state
+from mmjax.train.trainer import build_optimizer_for, restore_for_eval
+
+
+def _records(workdir):
+  return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _train_pattern(config):
+  task = get_task(config)
+  task.prepare(lambda *_: None)
+  return task.data_config.train_pattern
+
+
+@pytest.fixture(scope="module")
+def two_split_run(cache_dir, tmp_path_factory):
+  """16 steps, evaluations every 4 on splits 'val' (the eval data) and 'train' (the train
+  files), best checkpoint by the *lowest* val GAP (so it is not simply the latest), keep 1."""
+  config = hooked_config(load_config)
+  defaults = config_defaults()
+  config.evals = defaults.eval_splits(val={},
+                                      train_files={"eval_pattern": _train_pattern(config)})
+  config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 16, 4, 100
+  config.keep_checkpoints, config.best_metric, config.best_mode = 1, "val/gap", "min"
+  config.optimizer.plateau_metric = "val/loss"
+  workdir = str(tmp_path_factory.mktemp("two_splits"))
+  metrics = train_and_evaluate(config, workdir)
+  return config, workdir, metrics
+
+
+def test_each_split_is_evaluated_and_logged_under_its_name(two_split_run):
+  _, workdir, metrics = two_split_run
+  records = _records(workdir)
+  for split, count in (("val", 24), ("train_files", 64)):
+    steps = [r["step"] for r in records if r["split"] == split]
+    assert steps == [4, 8, 12, 16]
+    assert all(r["num_examples"] == count for r in records if r["split"] == split)
+    assert metrics[f"{split}/num_examples"] == count
+  last_val = [r for r in records if r["split"] == "val"][-1]
+  assert metrics["val/gap"] == pytest.approx(last_val["gap"])
+  assert metrics["train_files/gap"] != pytest.approx(metrics["val/gap"])  # different data
+
+
+def test_a_split_named_train_is_refused(cache_dir, tmp_path):
+  config = hooked_config(load_config)
+  config.evals = config_defaults().eval_splits(train={})
+  with pytest.raises(ValueError, match="config.evals.train"):
+    train_and_evaluate(config, str(tmp_path))
+
+
+def test_best_checkpoint_is_kept_next_to_the_latest_and_restores(two_split_run):
+  config, workdir, _ = two_split_run
+  evals = [r for r in _records(workdir) if r["split"] == "val"]
+  best = min(evals, key=lambda r: (r["gap"], r["step"]))
+  kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert kept == sorted({best["step"], 16})
+  metrics = evaluate_checkpoint(config, workdir, "best")
+  assert metrics["val/gap"] == pytest.approx(best["gap"], abs=1e-6)
+  _, _, _, _, step = restore_for_eval(config, workdir, "best")
+  assert step == best["step"]
+  _, _, _, _, step = restore_for_eval(config, workdir, "latest")
+  assert step == 16
+  with pytest.raises(FileNotFoundError, match=r"no '3' checkpoint; available steps"):
+    restore_for_eval(config, workdir, 3)
+
+
+def test_task_state_after_evaluation_hook_and_weight_side_mask(two_split_run):
+  config, workdir, _ = two_split_run
+  _, state, _, _, _ = restore_for_eval(config, workdir)
+  task_state = jax.tree.map(np.asarray, state.task_state)
+  params = jax.tree.map(np.asarray, state.params)
+  assert int(task_state["evaluations"]) == 4  # after_evaluation ran after every evaluation
+  assert float(task_state["loss_scale"]) == 0.5 ** 4
+  np.testing.assert_array_equal(params["fusion"]["kernel"][0], 0.0)  # the mask, exactly
+  assert np.abs(params["fusion"]["kernel"][1:]).min() > 0
+  # The EMA follows the params (update_task_state ran every step) but lags them.
+  ema, now = task_state["ema"]["classifier"]["kernel"], params["classifier"]["kernel"]
+  assert 0 < np.abs(ema - now).max() < np.abs(now).max()
+  assert EMA_DECAY == 0.9
+
+
+def test_task_state_is_partitioned_by_the_parameter_rules(cache_dir):
+  config = hooked_config(load_config)
+  task = get_task(config)
+  mesh = parallel.make_mesh(config.mesh)
+  _, shardings = abstract_train_state(task, build_optimizer_for(config, task), mesh,
+                                      config.sharding_rules, config.seed)
+  assert shardings.params["classifier"]["kernel"].spec == P(None, "model")
+  assert shardings.task_state["ema"]["classifier"]["kernel"].spec == P(None, "model")
+  assert shardings.task_state["loss_scale"].spec == P()
+
+
+def test_after_evaluation_can_stop_training(cache_dir, tmp_path):
+  config = hooked_config(load_config, stop_after_evals=1)
+  config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 16, 4, 100
+  train_and_evaluate(config, str(tmp_path))
+  checkpointer = Checkpointer(os.path.join(tmp_path, "checkpoints"), save_every=1, keep=10)
+  assert checkpointer.all_steps() == [4]
+  checkpointer.close()
+  assert max(r["step"] for r in _records(str(tmp_path))) == 4
+
+
+def test_task_state_survives_sigkill_and_resumes_exactly(cache_dir, tmp_path):
+  overrides = ["total_steps=24", "checkpoint_every_steps=4", "eval_every_steps=8",
+               "keep_checkpoints=2"]
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  command = lambda w: [sys.executable, os.path.join(tests_dir, "helpers", "train_hooked.py"),
+                       tests_dir, w, *overrides]
+  reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
+  runs.run(command(reference), runs.env(cache_dir))
+  process = subprocess.Popen(command(interrupted), env=runs.env(cache_dir), cwd=runs.ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  runs.wait_for_checkpoint(process, interrupted, 12)
+  process.send_signal(signal.SIGKILL)
+  process.communicate(timeout=300)
+  assert process.returncode == -signal.SIGKILL
+  result = runs.run(command(interrupted), runs.env(cache_dir))
+  assert "resumed from" in result.stderr
+  config = hooked_config(load_config)
+  final = [restore_for_eval(config, w)[1] for w in (reference, interrupted)]
+  host = [jax.tree.map(np.asarray, (s.params, s.task_state, s.opt_state)) for s in final]
+  runs.assert_trees_equal(host[0], host[1])
+  assert int(host[1][1]["evaluations"]) == 3
