@@ -12,7 +12,7 @@ Variants (combine with commas, applied left to right, e.g. `configs/ytb8m.py:pap
 
 Usage:
   python launch/train.py --config=configs/ytb8m.py --workdir=/tmp/ytb8m
-  python launch/train.py --config=configs/ytb8m.py:tiny --workdir=/tmp/ytb8m_tiny   # seconds, for tests
+  python launch/train.py --config=configs/ytb8m.py:tiny --workdir=/tmp/ytb8m_tiny  # seconds
   python launch/train.py --config=configs/ytb8m.py:paper,netvlad --workdir=/ckpt/netvlad ...
   python launch/train.py --config=configs/ytb8m.py \
       --config.data.train_pattern='/data/yt8m/2/frame/train*.tfrecord' \
@@ -86,7 +86,8 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.transformer.num_layers = 1
   config.model.transformer.mlp_dim = 128
   config.model.netvlad = ml_collections.ConfigDict()
-  config.model.netvlad.clusters = (128, 64)  # per modality (video, audio); early fusion uses the first
+  # Clusters per modality (video, audio); early fusion uses the first.
+  config.model.netvlad.clusters = (128, 64)
   config.model.netvlad.hidden_size = 512
   config.model.netvlad.context_gating = True
 

@@ -26,8 +26,7 @@ mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py.
 
 import json
 
-from absl import app
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 SUITES = ("youtube8m", "clip", "emovclip")

@@ -40,10 +40,8 @@ import numpy as np
 from mmjax import parallel
 from mmjax.data import images
 from mmjax.tasks import get_task
-from mmjax.train.steps import create_train_state
-from mmjax.train.steps import make_train_step
-from mmjax.train.trainer import build_optimizer_for
-from mmjax.train.trainer import check_batch_size
+from mmjax.train.steps import create_train_state, make_train_step
+from mmjax.train.trainer import build_optimizer_for, check_batch_size
 
 MB = 2.0**20
 

@@ -11,7 +11,8 @@ from typing import Any, Iterable, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def make_mesh(axes: Iterable[Sequence[Any]], devices=None) -> Mesh:

@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, load_config
+
 from mmjax.nn import EncoderBlock
 from mmjax.train import evaluate_checkpoint
 from mmjax.train.checkpoint import flat_paths

@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 import torch
+from helpers import hf_clip
 from safetensors.numpy import load_file, save_file
 
-from helpers import hf_clip
 from mmjax.models import clip
 
 OUTPUTS = ("text_embeds", "image_embeds", "logits_per_image", "logits_per_text")

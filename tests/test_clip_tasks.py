@@ -8,14 +8,14 @@ import jax
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
-
 from conftest import load_config
 from helpers import hf_clip
+from safetensors.numpy import load_file
+
 from mmjax.models import clip
 from mmjax.models.clip.classify import class_prompts, zero_shot_logits
-from mmjax.train.export import export_checkpoint
 from mmjax.train import train_and_evaluate
+from mmjax.train.export import export_checkpoint
 from mmjax.train.trainer import restore_for_eval
 
 

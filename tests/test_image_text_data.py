@@ -8,12 +8,10 @@ import zlib
 import grain
 import numpy as np
 import pytest
+from helpers.batches import assert_batches_equal, take
 from PIL import Image
 
-from helpers.batches import assert_batches_equal, take
-from mmjax.data import image_text
-from mmjax.data import images
-from mmjax.data import sharded_stream
+from mmjax.data import image_text, images, sharded_stream
 
 SIZE = 32
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import optax
 import pytest
-
 from conftest import config_defaults, load_config
 from helpers import runs
+
 from mmjax import parallel
 from mmjax.models import clip
 from mmjax.tasks import get_task

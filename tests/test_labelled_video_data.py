@@ -7,12 +7,10 @@ import os
 import grain
 import numpy as np
 import pytest
+from helpers.batches import assert_batches_equal, take
 from PIL import Image
 
-from helpers.batches import assert_batches_equal, take
-from mmjax.data import images
-from mmjax.data import labelled_video
-from mmjax.data import sharded_stream
+from mmjax.data import images, labelled_video, sharded_stream
 
 SIZE = 32
 NUM_FRAMES = 3

@@ -301,8 +301,8 @@ def test_level_wise_matches_reference_on_filtered_arrays(tmp_path):
   rows = ['class_index,level,name']
   levels = rng.integers(-1, 3, num_classes)  # -1: absent from the file
   levels[:3] = [0, 1, 2]
-  rows += [f'{c},{l},"class {c}, level {l}"'
-           for c, l in enumerate(levels) if l >= 0]
+  rows += [f'{c},{level},"class {c}, level {level}"'
+           for c, level in enumerate(levels) if level >= 0]
   path = write(tmp_path, '\n'.join(rows) + '\n')
   class_levels = metrics.load_taxonomy(path, num_classes)
   np.testing.assert_array_equal(class_levels, levels)

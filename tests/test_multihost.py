@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import portpicker
-
 from helpers import runs
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -8,12 +8,17 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-
 from conftest import config_defaults, load_config
+
 from mmjax.parallel import path_to_str
 from mmjax.tasks import OptimizerTransforms
-from mmjax.train.optimizer import (PlateauState, build_optimizer, freeze, observe_plateau,
-                                   scale_by_plateau)
+from mmjax.train.optimizer import (
+  PlateauState,
+  build_optimizer,
+  freeze,
+  observe_plateau,
+  scale_by_plateau,
+)
 
 
 def _torch_rule(values, patience, factor, threshold):
@@ -171,8 +176,8 @@ def test_transforms_sit_around_the_optimizer_in_the_documented_order():
   grads = {"w": jnp.array([0.5, -1.0, 2.0])}
   plain, _ = optax.adam(0.1).update(grads, optax.adam(0.1).init(params), params)
 
-  def updates(opt_config, task_transforms=OptimizerTransforms()):
-    tx = build_optimizer(opt_config, task_transforms)
+  def updates(opt_config, task_transforms=None):
+    tx = build_optimizer(opt_config, task_transforms or OptimizerTransforms())
     return tx.update(grads, tx.init(params), params)[0]["w"]
 
   # Gradient side: Adam is invariant to scaling the gradients (up to eps); weight side is not.

@@ -11,12 +11,10 @@ import grain
 import ml_collections
 import numpy as np
 import pytest
+from helpers.batches import assert_batches_equal, take
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
-from helpers.batches import assert_batches_equal, take
-from mmjax.data import pipeline
-from mmjax.data import synthetic
-from mmjax.data import tfrecord
+from mmjax.data import pipeline, synthetic, tfrecord
 from mmjax.data.tfrecord import RecordError
 from mmjax.data.youtube8m import RecordSpec, dequantize, read_records
 
@@ -180,7 +178,8 @@ def test_eval_batches_equal_across_processes(dataset_dir, process_count, batch_s
                                              max_examples):
   config = make_config(dataset_dir, eval_max_examples=max_examples)
   num = max_examples or NUM_EVAL
-  expected_batches = -(-(-(-num // process_count)) // batch_size)
+  per_process = -(-num // process_count)  # ceil division
+  expected_batches = -(-per_process // batch_size)
   prints, weights = [], 0.0
   for p in range(process_count):
     ds = pipeline.make_eval_dataset(config, batch_size=batch_size, process_index=p,

@@ -12,11 +12,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
-
 from conftest import config_defaults, load_config
 from helpers import runs
 from helpers.hooked_task import EMA_DECAY, hooked_config
+from jax.sharding import PartitionSpec as P
+
 from mmjax import parallel
 from mmjax.tasks import get_task
 from mmjax.train import evaluate_checkpoint, train_and_evaluate

@@ -7,8 +7,8 @@ import os
 import pathlib
 
 import pytest
-
 from conftest import ROOT, load_config
+
 from mmjax import tasks
 from mmjax.tasks import Task, check_task, get_task, register, registered_tasks
 

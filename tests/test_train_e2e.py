@@ -7,7 +7,6 @@ import signal
 import subprocess
 
 import pytest
-
 from conftest import load_config
 from helpers import runs
 
@@ -28,7 +27,7 @@ def reference_run(cache_dir, tmp_path_factory):
 def test_logs_metrics_and_tensorboard(reference_run):
   workdir, stderr, step, _ = reference_run
   assert step == 48
-  assert "examples/s" in stderr and "ETA" in stderr and "eval: done" in stderr
+  assert "examples/s" in stderr and "ETA" in stderr and "eval split 'eval': done" in stderr
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   train = [r for r in records if r["split"] == "train"]
   evals = [r for r in records if r["split"] == "eval"]
@@ -40,7 +39,8 @@ def test_logs_metrics_and_tensorboard(reference_run):
   events = os.listdir(os.path.join(workdir, "tensorboard"))
   assert any(name.startswith("events.out.tfevents") for name in events)
   kept = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  assert kept == [44, 48]  # keep_checkpoints = 2
+  best = max(evals, key=lambda r: (r["gap"], r["step"]))["step"]  # config.best_metric eval/gap
+  assert kept == sorted({44, 48, best})  # keep_checkpoints = 2, plus the best
 
 
 def _interrupted_run(cache_dir, workdir, sig, at_step):
@@ -89,7 +89,16 @@ def test_eval_restores_onto_four_devices(reference_run, cache_dir):
   assert restored["split"] == "eval" and restored["step"] == 48
   for key in ("loss", "gap", "map", "perr", "hit_at_1"):
     assert abs(restored[key] - trained[key]) < 1e-5, (key, restored, trained)
-  assert f"gap={restored['gap']:.4f}" in result.stdout
+  assert f"eval/gap={restored['gap']:.4f}" in result.stdout
+
+
+def test_eval_restores_the_best_checkpoint(reference_run, cache_dir):
+  workdir = reference_run[0]
+  evals = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  best = max((r for r in evals if r["split"] == "eval"), key=lambda r: (r["gap"], r["step"]))
+  result = runs.run(runs.script_command("eval.py", workdir, "--step=best"), runs.env(cache_dir))
+  assert f"restored step {best['step']} onto 1 devices (checkpoint 'best')" in result.stderr
+  assert f"eval/gap={best['gap']:.4f}" in result.stdout
 
 
 @pytest.mark.parametrize("override,message", [

@@ -9,8 +9,8 @@ import os
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, config_module, load_config
+
 from mmjax import parallel
 from mmjax.data import tfrecord
 from mmjax.tasks import get_task
@@ -144,5 +144,5 @@ def test_bad_records_fail_or_are_skipped_and_counted(cache_dir, tmp_path):
     logging.getLogger("mmjax.data").removeHandler(handler)
   assert any("skipped bad record (1 so far)" in m and "train-0.tfrecord: record 10" in m
              for m in handler.messages)
-  records = [json.loads(l) for l in open(tmp_path / "lenient" / "metrics.jsonl")]
+  records = [json.loads(line) for line in open(tmp_path / "lenient" / "metrics.jsonl")]
   assert records[-1]["split"] == "eval"

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
-from mmjax.data import tfrecord
-from mmjax.data import youtube8m
+from mmjax.data import tfrecord, youtube8m
 from mmjax.data.tfrecord import RecordError
 from mmjax.data.youtube8m import RecordSpec, dequantize, read_frame_records, read_records
 

@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 import pytest
-
 from conftest import load_config
+
 from mmjax.projects.youtube8m.model import build_video_classifier
 
 
@@ -29,7 +29,8 @@ def test_padding_is_invisible(name, fusion):
             for k, v in batch.items() if k != "mask"}
   padded["mask"] = np.concatenate([batch["mask"], np.zeros((3, 4), np.float32)], axis=1)
   for train in (False, True):
-    run = lambda b: model.apply(variables, b, train=train, mutable=["batch_stats"])[0]
+    run = lambda b, train=train: model.apply(variables, b, train=train,
+                                              mutable=["batch_stats"])[0]
     np.testing.assert_allclose(run(padded), run(batch), atol=1e-4)
   names = set(variables["params"])
   expected_towers = {"joint_tower"} if fusion == "early" else {"rgb_tower", "audio_tower"}

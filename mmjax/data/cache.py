@@ -19,9 +19,11 @@ from typing import Callable
 
 from mmjax.data.sharded_stream import config_value
 
-__all__ = ["MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root",
-           "configured_files", "configured_or_default", "dataset_directory", "ensure_dataset", "is_complete",
-           "write_marker"]
+__all__ = [
+    "MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root", "configured_files",
+    "configured_or_default", "dataset_directory", "ensure_dataset", "is_complete",
+    "resolved_data_config", "write_marker"
+]
 
 MARKER_FILE = "synthetic.json"
 _STALE_TMP_SECONDS = 24 * 3600

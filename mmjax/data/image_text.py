@@ -29,13 +29,9 @@ from typing import Any, Callable
 
 import grain
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 
-from mmjax.data import cache
-from mmjax.data import images
-from mmjax.data import sharded_stream
-from mmjax.data import tables
+from mmjax.data import cache, images, sharded_stream, tables
 from mmjax.data.sharded_stream import config_value
 
 __all__ = ["COLOURS", "SHAPES", "BACKGROUNDS", "make_eval_dataset", "make_train_dataset",

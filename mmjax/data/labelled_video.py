@@ -30,10 +30,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from mmjax.data import cache
-from mmjax.data import images
-from mmjax.data import sharded_stream
-from mmjax.data import tables
+from mmjax.data import cache, images, sharded_stream, tables
 from mmjax.data.sharded_stream import config_value
 
 __all__ = ["FRAMES_DIR", "find_frames", "load_clip", "make_eval_dataset", "make_train_dataset",

@@ -27,10 +27,7 @@ from typing import Any, Callable
 import grain
 import numpy as np
 
-from mmjax.data import cache
-from mmjax.data import sharded_stream
-from mmjax.data import synthetic
-from mmjax.data import tfrecord
+from mmjax.data import cache, sharded_stream, synthetic, tfrecord
 from mmjax.data.sharded_stream import config_value as _get
 from mmjax.data.sharded_stream import eval_num_batches
 from mmjax.data.sharded_stream import process_info as _process

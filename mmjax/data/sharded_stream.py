@@ -19,8 +19,8 @@ Everything is a pure function of (entries, seed, process index/count), so an ite
 from __future__ import annotations
 
 import atexit
-from typing import Any, Callable
 import weakref
+from typing import Any, Callable
 
 import grain
 import numpy as np
@@ -50,7 +50,7 @@ def positive_int(data_config: Any, key: str) -> int:
 def process_info(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   """(process_index, process_count), from `jax` where None; checks 0 <= index < count."""
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=import-outside-toplevel
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if not 0 <= process_index < process_count:

@@ -39,8 +39,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
-from mmjax.data import cache
-from mmjax.data import tfrecord
+from mmjax.data import cache, tfrecord
 from mmjax.data.youtube8m import quantize
 
 GENERATOR_VERSION = 1

@@ -19,8 +19,8 @@ import functools
 import os
 from typing import Any, Iterator, Sequence
 
-from google.protobuf import message as protobuf_message
 import numpy as np
+from google.protobuf import message as protobuf_message
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
 from mmjax.data import tfrecord
@@ -346,7 +346,7 @@ class RecordSpec:
       if ex is None:
         continue
       num = num_frames
-      for name, x in ex["features"].items():
+      for x in ex["features"].values():
         num = min(num, x.shape[0])
       for name, x in ex["features"].items():
         if x.dtype == np.uint8:  # table lookup: same float32 values as `dequantize`

@@ -4,12 +4,7 @@ weighted F1, image-text retrieval recall."""
 from mmjax.metrics.classification import ClassificationMetrics
 from mmjax.metrics.retrieval import RetrievalMetrics
 from mmjax.metrics.taxonomy import load_taxonomy
-from mmjax.metrics.youtube8m import Youtube8mMetrics
-from mmjax.metrics.youtube8m import error_rates
-from mmjax.metrics.youtube8m import gap
-from mmjax.metrics.youtube8m import hit_at_1
-from mmjax.metrics.youtube8m import mean_ap
-from mmjax.metrics.youtube8m import perr
+from mmjax.metrics.youtube8m import Youtube8mMetrics, error_rates, gap, hit_at_1, mean_ap, perr
 
 __all__ = [
     'ClassificationMetrics',

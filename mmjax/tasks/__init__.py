@@ -11,8 +11,17 @@ import importlib
 import pkgutil
 from typing import Callable, Dict
 
-from mmjax.tasks.protocol import (AfterEvaluation, Batch, DEFAULT_SPLIT, EvalSplit, Evaluator,
-                                  Model, OptimizerTransforms, Task, check_task)
+from mmjax.tasks.protocol import (
+  DEFAULT_SPLIT,
+  AfterEvaluation,
+  Batch,
+  EvalSplit,
+  Evaluator,
+  Model,
+  OptimizerTransforms,
+  Task,
+  check_task,
+)
 
 __all__ = ["AfterEvaluation", "Batch", "DEFAULT_SPLIT", "EvalSplit", "Evaluator", "Model",
            "OptimizerTransforms", "Task", "check_task", "get_task", "register",

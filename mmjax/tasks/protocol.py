@@ -23,8 +23,18 @@ removed weights at zero). The whole chain is wrapped by the freeze transform whe
 """
 
 import dataclasses
-from typing import (Any, Callable, Dict, Iterable, Mapping, Optional, Protocol, Sequence,
-                    Tuple, runtime_checkable)
+from typing import (
+  Any,
+  Callable,
+  Dict,
+  Iterable,
+  Mapping,
+  Optional,
+  Protocol,
+  Sequence,
+  Tuple,
+  runtime_checkable,
+)
 
 import optax
 

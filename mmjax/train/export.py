@@ -3,6 +3,7 @@ Face CLIP format, so mmjax.models.clip.from_pretrained and transformers' CLIPMod
 
 import os
 import shutil
+
 import jax
 import numpy as np
 
@@ -12,7 +13,8 @@ from mmjax.train.trainer import restore_for_eval, setup_logging
 
 
 def export_checkpoint(config, workdir: str, output: str, step="latest") -> int:
-  """Writes a trained CLIP task's checkpoint ('latest', 'best' or a step number) as a Hugging Face directory
+  """Writes a trained CLIP task's checkpoint ('latest', 'best' or a step number) as a Hugging
+  Face directory
   (config.json + model.safetensors, plus the tokenizer files of model.checkpoint if it has them)
   that mmjax.models.clip.from_pretrained and transformers' CLIPModel load. Prompts are not part
   of that format and are not exported. Returns the exported step."""

@@ -28,7 +28,7 @@ ValueError at `tx.init`, when the parameters are known.
 
 import importlib
 import re
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -155,7 +155,7 @@ def transform_from_spec(spec, key: str) -> optax.GradientTransformation:
   return transform
 
 
-def build_optimizer(opt_config, task_transforms: OptimizerTransforms = OptimizerTransforms(),
+def build_optimizer(opt_config, task_transforms: Optional[OptimizerTransforms] = None,
                     frozen_subtrees: Sequence[str] = ()) -> optax.GradientTransformation:
   """Returns the optax chain for `config.optimizer` (ValueError naming a bad key):
 
@@ -174,6 +174,7 @@ def build_optimizer(opt_config, task_transforms: OptimizerTransforms = Optimizer
     raise ValueError(f"config.optimizer.learning_rate must be > 0, got {opt_config.learning_rate}")
   parts = [transform_from_spec(spec, f"config.optimizer.gradient_transforms[{i}]")
            for i, spec in enumerate(opt_config.get("gradient_transforms", ()) or ())]
+  task_transforms = task_transforms or OptimizerTransforms()
   parts.extend(task_transforms.gradient)
   if opt_config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))

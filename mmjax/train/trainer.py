@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,13 @@ from mmjax.train.checkpoint import Checkpointer, abstract_like
 from mmjax.train.evaluate import check_metric_name, eval_splits, evaluate_splits, metric_value
 from mmjax.train.metric_writer import MetricWriter
 from mmjax.train.optimizer import build_optimizer
-from mmjax.train.steps import (abstract_train_state, create_train_state, make_eval_step,
-                               make_plateau_observer, make_train_step)
+from mmjax.train.steps import (
+  abstract_train_state,
+  create_train_state,
+  make_eval_step,
+  make_plateau_observer,
+  make_train_step,
+)
 
 log = logging.getLogger("mmjax")
 

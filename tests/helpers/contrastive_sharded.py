@@ -9,7 +9,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mmjax import parallel
 from mmjax.losses import clip_contrastive_loss

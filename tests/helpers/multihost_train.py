@@ -8,29 +8,23 @@ view of the full parameters (all-gathered) to OUT_DIR/params_<PROCESS_ID>.npz.
 
 import sys
 
-import jax
-import numpy as np
+sys.path.insert(0, sys.argv[1])  # the tests directory
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from conftest import load_config  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
+
+from helpers.runs import apply_overrides  # noqa: E402
+from mmjax import distributed, parallel  # noqa: E402
+from mmjax.train import train_and_evaluate  # noqa: E402
+from mmjax.train.trainer import restore_for_eval  # noqa: E402
 
 tests_dir, workdir, port, process_id, out_dir = sys.argv[1:6]
-sys.path.insert(0, tests_dir)
-
-from conftest import load_config  # pylint: disable=wrong-import-position
-from jax.experimental import multihost_utils  # pylint: disable=wrong-import-position
-
-from mmjax import distributed, parallel  # pylint: disable=wrong-import-position
-from mmjax.train import train_and_evaluate  # pylint: disable=wrong-import-position
-from mmjax.train.trainer import restore_for_eval  # pylint: disable=wrong-import-position
-
 distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(process_id))
 assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.devices())
 config = load_config("ytb8m", "tiny")
-for override in sys.argv[6:]:
-  key, value = override.split("=")
-  node = config
-  *parents, leaf = key.split(".")
-  for parent in parents:
-    node = node[parent]
-  node[leaf] = type(node[leaf])(value)
+apply_overrides(config, sys.argv[6:])
 train_and_evaluate(config, workdir)
 _, state, _, _, _ = restore_for_eval(config, workdir)
 gathered = multihost_utils.process_allgather(state.params, tiled=True)

@@ -1,5 +1,6 @@
 """Launching launch/ scripts as subprocesses and reading their checkpoints (shared by tests)."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def script_command(script: str, workdir: str, *overrides: str, config: str = "configs/ytb8m.py:tiny"):
+def script_command(script: str, workdir: str, *overrides: str,
+                   config: str = "configs/ytb8m.py:tiny"):
   return [sys.executable, os.path.join(ROOT, "launch", script), f"--config={config}",
           f"--workdir={workdir}", *overrides]
 
@@ -26,6 +28,20 @@ def run(command, environment, timeout=600) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
   assert result.returncode == 0, f"{command}\n{result.stderr[-4000:]}"
   return result
+
+
+def apply_overrides(config, overrides) -> None:
+  """Sets 'a.b=value' overrides on `config`, converting each value to the key's current type
+  (tuples and other literals are parsed with ast.literal_eval)."""
+  for override in overrides:
+    key, value = override.split("=", 1)
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    current = node[leaf]
+    node[leaf] = (ast.literal_eval(value) if isinstance(current, (tuple, list, bool))
+                  else type(current)(value))
 
 
 def wait_for_checkpoint(process: subprocess.Popen, workdir: str, step: int, timeout=300) -> None:

@@ -14,8 +14,8 @@ from conftest import load_config  # pylint: disable=wrong-import-position
 
 from mmjax import parallel  # pylint: disable=wrong-import-position
 from mmjax.tasks import get_task  # pylint: disable=wrong-import-position
-from mmjax.train.trainer import build_optimizer_for  # pylint: disable=wrong-import-position
 from mmjax.train.steps import create_train_state, make_train_step  # pylint: disable=wrong-import-position
+from mmjax.train.trainer import build_optimizer_for  # pylint: disable=wrong-import-position
 
 
 def run(config, devices, mesh_axes, batches):

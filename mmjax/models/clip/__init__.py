@@ -7,12 +7,20 @@ vision-language prompts. transformers 5 ships no Flax models, so this is ours.
   out["logits_per_image"], out["text_embeds"], out["image_sequence"], ...
 """
 
-from mmjax.models.clip.config import ClipConfig, PRESETS, TextConfig, VisionConfig, get_config
+from mmjax.models.clip.config import PRESETS, ClipConfig, TextConfig, VisionConfig, get_config
 from mmjax.models.clip.modules import Clip
 from mmjax.models.clip.tokenizer import ClipTokenizer, load_tokenizer
-from mmjax.models.clip.weights import (abstract_params, example_inputs, from_pretrained,
-                                       init_params, params_from_state_dict, read_config,
-                                       read_state_dict, save_pretrained, state_dict_from_params)
+from mmjax.models.clip.weights import (
+                                       abstract_params,
+                                       example_inputs,
+                                       from_pretrained,
+                                       init_params,
+                                       params_from_state_dict,
+                                       read_config,
+                                       read_state_dict,
+                                       save_pretrained,
+                                       state_dict_from_params,
+)
 
 __all__ = [
     "Clip", "ClipConfig", "ClipTokenizer", "PRESETS", "TextConfig", "VisionConfig",

@@ -24,7 +24,6 @@ positions, so they always align with the inputs.
 from typing import Dict, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from mmjax.models.clip.config import ClipConfig, TextConfig, VisionConfig

@@ -17,8 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mmjax import benchmarking
-from mmjax import parallel
+from mmjax import benchmarking, parallel
 from mmjax.benchmarking import fmt
 
 # Units of this suite's results keys (None: a setting), see `mmjax.benchmarking.to_records`;

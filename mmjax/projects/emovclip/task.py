@@ -19,8 +19,8 @@ import optax
 from mmjax import losses, metrics
 from mmjax.data import cache, labelled_video
 from mmjax.models import clip
-from mmjax.models.clip.classify import class_prompts
 from mmjax.models.clip import adapter
+from mmjax.models.clip.classify import class_prompts
 from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
 
 
@@ -78,7 +78,8 @@ class EmoVClipTask(Task):
 
   def eval_dataset(self, batch_size, process_index, process_count,
                    split: EvalSplit = DEFAULT_SPLIT):
-    return labelled_video.make_eval_dataset(split.data_config(self.data_config), batch_size=batch_size,
+    return labelled_video.make_eval_dataset(split.data_config(self.data_config),
+                                            batch_size=batch_size,
                                             process_index=process_index,
                                             process_count=process_count)
 

@@ -63,7 +63,8 @@ class ClipPretrainTask(Task):
 
   def eval_dataset(self, batch_size, process_index, process_count,
                    split: EvalSplit = DEFAULT_SPLIT):
-    return image_text.make_eval_dataset(split.data_config(self.data_config), self.tokenizer, batch_size=batch_size,
+    return image_text.make_eval_dataset(split.data_config(self.data_config), self.tokenizer,
+                                        batch_size=batch_size,
                                         process_index=process_index, process_count=process_count)
 
   def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):

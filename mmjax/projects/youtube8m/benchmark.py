@@ -34,13 +34,8 @@ import numpy as np
 
 from mmjax import benchmarking
 from mmjax import metrics as mm_metrics
-from mmjax.benchmarking import MB
-from mmjax.benchmarking import fmt
-from mmjax.benchmarking import log
-from mmjax.benchmarking import run_phase
-from mmjax.data import pipeline
-from mmjax.data import tfrecord
-from mmjax.data import youtube8m
+from mmjax.benchmarking import MB, fmt, log, run_phase
+from mmjax.data import pipeline, tfrecord, youtube8m
 
 TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
 

@@ -1,8 +1,8 @@
 """Writes the synthetic YouTube-8M dataset (real frame-level TFRecord format).
 
 Usage:
-  python data/write_synthetic_ytb8m.py --directory=/tmp/yt8m_synthetic
-  python data/write_synthetic_ytb8m.py --directory=/tmp/tiny --num_train=64 --num_eval=24 \
+  python data/write_synthetic_youtube8m.py --directory=/tmp/yt8m_synthetic
+  python data/write_synthetic_youtube8m.py --directory=/tmp/tiny --num_train=64 --num_eval=24 \
       --num_classes=64 --num_labelled_classes=12 --min_frames=4 --max_frames=24 --num_shards=2
 
 Then train on it with
