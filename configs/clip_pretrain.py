@@ -62,24 +62,17 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
   """Seconds on a laptop CPU (tests)."""
-  config.total_steps = 6
-  config.batch_size = 16
-  config.eval_batch_size = 16
-  config.log_every_steps = 3
-  config.eval_every_steps = 0
-  config.checkpoint_every_steps = 3
-  config.data.synthetic.num_train = 64
-  config.data.synthetic.num_eval = 32
+  defaults.set_keys(config, total_steps=6, batch_size=16, eval_batch_size=16, log_every_steps=3,
+                    eval_every_steps=0, checkpoint_every_steps=3)
+  defaults.set_keys(config.data.synthetic, num_train=64, num_eval=32)
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
   """ViT-B/32 at CLIP's 224 px, batch 256."""
   config.model.preset = "ViT-B/32"
   config.data.image_size = 224
-  config.batch_size = 256
-  config.total_steps = 100_000
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 2000
+  defaults.set_keys(config, batch_size=256, total_steps=100_000, eval_every_steps=5000,
+                    checkpoint_every_steps=2000)
 
 
 VARIANTS = {"tiny": _tiny, "paper": _paper}

@@ -1,7 +1,8 @@
 """Trainer defaults shared by every config in this folder, and the variant mechanism.
 
 A config file starts from `trainer_config(task=...)`, sets its own data and model keys,
-declares its variants, and ends with `apply_variants`:
+declares its variants (functions that edit the config in place, e.g. with `set_keys`), and ends
+with `apply_variants`:
 
   defaults = load_sibling(__file__, "defaults")   # mmjax.config_files
   VARIANTS = {"tiny": _tiny, "paper": _paper}      # name -> function(config) editing it in place
@@ -92,6 +93,12 @@ def trainer_config(**values) -> ml_collections.ConfigDict:
   config.optimizer = optimizer_config()
   _update(config, values, "trainer_config")
   return config
+
+
+def set_keys(config: ml_collections.ConfigDict, **values) -> None:
+  """Sets existing keys of `config` (the whole config or a section, e.g. config.data.synthetic)
+  in place, as variants do; an unknown key raises KeyError instead of adding a new one."""
+  _update(config, values, "set_keys")
 
 
 def apply_variants(config: ml_collections.ConfigDict, spec: str,

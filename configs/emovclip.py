@@ -70,28 +70,18 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
   """Seconds on a laptop CPU (tests)."""
-  config.total_steps = 6
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.log_every_steps = 3
-  config.eval_every_steps = 0
-  config.checkpoint_every_steps = 3
-  config.data.synthetic.num_train = 24
-  config.data.synthetic.num_eval = 12
-  config.data.synthetic.max_frames = 6
+  defaults.set_keys(config, total_steps=6, batch_size=8, eval_batch_size=8, log_every_steps=3,
+                    eval_every_steps=0, checkpoint_every_steps=3)
+  defaults.set_keys(config.data.synthetic, num_train=24, num_eval=12, max_frames=6)
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
   """ViT-B/32 shapes, N = 4 prompts in all D = 12 layers, Adam 3e-4, batch 64, 8 frames."""
-  config.model.preset = "ViT-B/32"
-  config.model.prompt_depth = 12
-  config.data.image_size = 224
-  config.data.num_frames = 8
-  config.batch_size = 64
+  defaults.set_keys(config.model, preset="ViT-B/32", prompt_depth=12)
+  defaults.set_keys(config.data, image_size=224, num_frames=8)
   config.optimizer.learning_rate = 3e-4
-  config.total_steps = 3000
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  defaults.set_keys(config, batch_size=64, total_steps=3000, eval_every_steps=500,
+                    checkpoint_every_steps=500)
 
 
 def _zero_shot(config: ml_collections.ConfigDict) -> None:

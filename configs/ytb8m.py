@@ -109,46 +109,24 @@ def _make_paper(config: ml_collections.ConfigDict) -> None:
   Adam 2e-4, batch 128, 300 frames, <= 10 epochs of 3,888,919 videos (303,822 steps), LR
   reduced on plateau with patience 2. The paper does not give its Transformer sizes; these are
   a moderate choice."""
-  config.batch_size = 128
-  config.eval_batch_size = 512
-  config.total_steps = 10 * 3_888_919 // 128
-  config.log_every_steps = 500
-  config.eval_every_steps = 30_000
-  config.checkpoint_every_steps = 5_000
-  config.data.num_threads = 8
-  config.data.prefetch_batches = 4
+  defaults.set_keys(config, batch_size=128, eval_batch_size=512, total_steps=10 * 3_888_919 // 128,
+                    log_every_steps=500, eval_every_steps=30_000, checkpoint_every_steps=5_000)
+  defaults.set_keys(config.data, num_threads=8, prefetch_batches=4)
   config.model.fusion_hidden = 1024
-  config.model.transformer.d_model = 256
-  config.model.transformer.num_heads = 8
-  config.model.transformer.num_layers = 2
-  config.model.transformer.mlp_dim = 1024
+  defaults.set_keys(config.model.transformer, d_model=256, num_heads=8, num_layers=2, mlp_dim=1024)
   config.model.netvlad.hidden_size = 1024
 
 
 def _make_tiny(config: ml_collections.ConfigDict) -> None:
   """A few seconds on a laptop CPU: tiny model, tiny synthetic data, few steps."""
-  config.total_steps = 8
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.log_every_steps = 2
-  config.eval_every_steps = 8
-  config.checkpoint_every_steps = 4
-  config.data.max_frames = 24
-  config.data.num_classes = 64
-  config.data.num_threads = 1
-  config.data.synthetic.num_train = 64
-  config.data.synthetic.num_eval = 24
-  config.data.synthetic.num_labelled_classes = 12
-  config.data.synthetic.min_frames = 4
-  config.data.synthetic.max_frames = 24
-  config.data.synthetic.num_shards = 2
+  defaults.set_keys(config, total_steps=8, batch_size=8, eval_batch_size=8, log_every_steps=2,
+                    eval_every_steps=8, checkpoint_every_steps=4)
+  defaults.set_keys(config.data, max_frames=24, num_classes=64, num_threads=1)
+  defaults.set_keys(config.data.synthetic, num_train=64, num_eval=24, num_labelled_classes=12,
+                    min_frames=4, max_frames=24, num_shards=2)
   config.model.fusion_hidden = 32
-  config.model.transformer.d_model = 16
-  config.model.transformer.num_heads = 2
-  config.model.transformer.num_layers = 1
-  config.model.transformer.mlp_dim = 32
-  config.model.netvlad.clusters = (8, 4)
-  config.model.netvlad.hidden_size = 32
+  defaults.set_keys(config.model.transformer, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
+  defaults.set_keys(config.model.netvlad, clusters=(8, 4), hidden_size=32)
 
 
 VARIANTS = {"tiny": _make_tiny, "paper": _make_paper, "netvlad": _netvlad, "early": _early}

@@ -95,25 +95,28 @@ def _copy_with(src, dst, edit):
   return dst
 
 
-def test_missing_unexpected_and_mismatched_tensors_are_named(plain_checkpoint, tmp_path):
-  path, _ = plain_checkpoint
-  def drop_and_add(config, tensors):
-    del tensors["text_model.encoder.layers.1.mlp.fc2.weight"]
-    tensors["vision_model.extra_head.weight"] = np.zeros((2, 2), np.float32)
-    return config, tensors
-  bad = _copy_with(path, str(tmp_path / "a"), drop_and_add)
-  with pytest.raises(ValueError, match=r"missing tensors: text_model\.encoder\.layers\.1\.mlp\."
-                     r"fc2\.weight.*unexpected tensors: vision_model\.extra_head\.weight"):
-    clip.from_pretrained(bad)
+def _drop_and_add(config, tensors):
+  del tensors["text_model.encoder.layers.1.mlp.fc2.weight"]
+  tensors["vision_model.extra_head.weight"] = np.zeros((2, 2), np.float32)
+  return config, tensors
 
-  def widen(config, tensors):
-    config["projection_dim"] = 20
-    config["text_config"]["projection_dim"] = config["vision_config"]["projection_dim"] = 20
-    return config, tensors
-  bad = _copy_with(path, str(tmp_path / "b"), widen)
-  with pytest.raises(ValueError, match=r"text_projection\.weight: checkpoint \[16, 48\], model "
-                     r"expects \[20, 48\]"):
-    clip.from_pretrained(bad)
+
+def _widen(config, tensors):
+  config["projection_dim"] = 20
+  config["text_config"]["projection_dim"] = config["vision_config"]["projection_dim"] = 20
+  return config, tensors
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_drop_and_add, r"missing tensors: text_model\.encoder\.layers\.1\.mlp\.fc2\.weight.*"
+     r"unexpected tensors: vision_model\.extra_head\.weight"),
+    (_widen, r"text_projection\.weight: checkpoint \[16, 48\], model expects \[20, 48\]"),
+])
+def test_missing_unexpected_and_mismatched_tensors_are_named(plain_checkpoint, tmp_path, edit,
+                                                             message):
+  path, _ = plain_checkpoint
+  with pytest.raises(ValueError, match=message):
+    clip.from_pretrained(_copy_with(path, str(tmp_path / "bad"), edit))
 
 
 def test_unusable_directories_have_clear_errors(plain_checkpoint, tmp_path):

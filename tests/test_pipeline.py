@@ -1,16 +1,15 @@
 """Tests for mmjax.data.pipeline (grain input pipelines) and mmjax.data.synthetic."""
 
-import importlib.util
 import json
 import logging
 import os
-import pathlib
 import shutil
 
 import grain
 import ml_collections
 import numpy as np
 import pytest
+from conftest import load_config
 from helpers.batches import assert_batches_equal, take
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
@@ -21,15 +20,6 @@ from mmjax.data.youtube8m import RecordSpec, dequantize, read_records
 NUM_TRAIN, NUM_EVAL, NUM_CLASSES = 64, 24, 64
 SIZES = (16, 8)  # small feature dims keep the tests fast
 MAX_FRAMES = 12
-
-
-def load_config(variant=""):
-  """configs/ytb8m.py loaded by path (configs/ is not a package)."""
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "ytb8m.py"
-  module_spec = importlib.util.spec_from_file_location("ytb8m_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 @pytest.fixture(scope="module")
@@ -391,7 +381,7 @@ def test_synthetic_is_deterministic_and_reused(tmp_path):
 
 
 def test_resolve_data_patterns_tiny_config(tmp_path, monkeypatch):
-  config = load_config("tiny")
+  config = load_config("ytb8m", "tiny")
   config.data.synthetic.directory = str(tmp_path / "cache")
   logs = []
   patterns = pipeline.resolve_data_patterns(config.data, log=logs.append)

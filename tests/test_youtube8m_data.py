@@ -4,11 +4,9 @@ Records are built here directly with the tfds copies of the TF protos (independe
 synthetic writer).
 """
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
+from conftest import load_config
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 
 from mmjax.data import tfrecord, youtube8m
@@ -132,17 +130,8 @@ def test_video_level(tmp_path):
     list(read_records(write(tmp_path, "bad.tfrecord", [rec]), spec))
 
 
-def load_config(variant=""):
-  """configs/ytb8m.py loaded by path (configs/ is not a package)."""
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "ytb8m.py"
-  module_spec = importlib.util.spec_from_file_location("ytb8m_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
 def test_spec_from_config():
-  config = load_config()
+  config = load_config("ytb8m")
   spec = RecordSpec.from_config(config.data)
   assert spec == RecordSpec()
   config.data.level = "video"

@@ -21,8 +21,8 @@ from mmjax.data.sharded_stream import config_value
 
 __all__ = [
     "MARKER_FILE", "atomic_write_text", "build_atomically", "cache_root", "configured_files",
-    "configured_or_default", "dataset_directory", "ensure_dataset", "is_complete",
-    "resolved_data_config", "write_marker"
+    "configured_or_default", "dataset_directory", "ensure_dataset", "ensure_synthetic",
+    "is_complete", "resolved_data_config", "write_marker"
 ]
 
 MARKER_FILE = "synthetic.json"
@@ -159,6 +159,16 @@ def ensure_dataset(directory: str, name: str, settings: dict, write: Callable[[s
   path = dataset_directory(directory, name, settings)
   build_atomically(path, write, lambda p: is_complete(p, settings), what=what, log=log)
   return path
+
+
+def ensure_synthetic(syn_config, name: str, settings: dict, write: Callable[..., object], *,
+                     what: str, log: Callable[[str], None] = print) -> str:
+  """`ensure_dataset` for a synthetic dataset: cache root data.synthetic.directory (`syn_config`),
+  written by `write(directory, log=log, **kwargs)`, kwargs = `settings` less 'version' (the
+  writer's keyword arguments). Returns the dataset's directory."""
+  kwargs = {k: v for k, v in settings.items() if k != "version"}
+  return ensure_dataset(config_value(syn_config, "directory", ""), name, settings,
+                        lambda tmp: write(tmp, log=log, **kwargs), what=what, log=log)
 
 
 def resolved_data_config(data_config, resolve_files, keys, log):

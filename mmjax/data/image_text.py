@@ -21,6 +21,7 @@ With an empty data.train_file, a synthetic dataset of simple scenes is written o
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -34,12 +35,14 @@ from PIL import Image, ImageDraw
 from mmjax.data import cache, images, sharded_stream, tables
 from mmjax.data.sharded_stream import config_value
 
-__all__ = ["COLOURS", "SHAPES", "BACKGROUNDS", "make_eval_dataset", "make_train_dataset",
-           "read_pairs", "resolve_files", "synthetic_settings", "write_synthetic_pairs"]
+__all__ = ["COLOURS", "SHAPES", "BACKGROUNDS", "FILE_KEYS", "make_eval_dataset",
+           "make_train_dataset", "read_pairs", "resolve_files", "synthetic_settings",
+           "write_synthetic_pairs"]
 
 logger = logging.getLogger("mmjax.data")
 
 Tokenizer = Callable[[list], dict]
+FILE_KEYS = ("train_file", "eval_file")  # the config.data keys that `resolve_files` resolves
 
 
 # -------------------------------------------------------------------------------------------
@@ -90,35 +93,19 @@ def read_pairs(path: str, image_key: str = "image",
   return list(zip(pairs.images, pairs.captions))
 
 
-def _pair_list(data_config: Any, key: str) -> _PairList:
-  path = cache.configured_or_default(data_config, key, "train_file",
-                                     lambda c: resolve_files(c, log=logger.info))
-  return _PairList(path, config_value(data_config, "image_key", "image"),
-                   config_value(data_config, "caption_key", "caption"))
-
-
 # -------------------------------------------------------------------------------------------
 # Datasets.
 
 
-class _LoadPair:
-  """grain map: pair index -> {'pixel_values': [S, S, 3], 'caption': str}; None for -1."""
-
-  def __init__(self, pairs: _PairList, image_size: int):
-    self._pairs = pairs
-    self._image_size = image_size
-
-  def __call__(self, entry: np.ndarray) -> dict | None:
-    i = int(entry)
-    if i < 0:
-      return None
-    with tables.at_line(self._pairs.path, self._pairs.lines[i]):
-      pixels = images.load_image(self._pairs.images[i], self._image_size)
-    return {"pixel_values": pixels, "caption": self._pairs.captions[i]}
+def _load_pair(pairs: _PairList, image_size: int, i: int) -> dict:
+  """Pair i -> {'pixel_values': float32 [S, S, 3], 'caption': str}."""
+  with tables.at_line(pairs.path, pairs.lines[i]):
+    pixels = images.load_image(pairs.images[i], image_size)
+  return {"pixel_values": pixels, "caption": pairs.captions[i]}
 
 
 class _Collate:
-  """A list of `_LoadPair` examples (None = padding) -> a batch (module docstring)."""
+  """A list of `_load_pair` examples (None = padding) -> a batch (module docstring)."""
 
   def __init__(self, tokenizer: Tokenizer, image_size: int):
     self._tokenizer = tokenizer
@@ -144,74 +131,64 @@ class _Collate:
     return batch
 
 
+def _records(data_config: Any, key: str,
+             tokenizer: Tokenizer) -> tuple[int, Callable[[int], dict], _Collate]:
+  """(number of pairs, load, collate) of the list file data.<key> (see
+  `sharded_stream.indexed_dataset`)."""
+  path = cache.configured_or_default(data_config, key, "train_file",
+                                     lambda c: resolve_files(c, log=logger.info))
+  pairs = _PairList(path, config_value(data_config, "image_key", "image"),
+                    config_value(data_config, "caption_key", "caption"))
+  image_size = sharded_stream.positive_int(data_config, "image_size")
+  return (len(pairs), functools.partial(_load_pair, pairs, image_size),
+          _Collate(tokenizer, image_size))
+
+
 def make_train_dataset(data_config: Any, tokenizer: Tokenizer, *, batch_size: int, seed: int,
                        process_index: int | None = None,
                        process_count: int | None = None) -> grain.IterDataset:
-  """Builds the infinite, shuffled training pipeline of this process.
-
-  Every epoch is a global permutation of the pairs of data.train_file (a function of `seed`
-  and the epoch); each process reads its block of every global batch
-  (`sharded_stream.train_stream`), so the global batch does not depend on the process count.
-  Images are decoded in data.num_threads threads.
+  """Builds the infinite, shuffled training pipeline of this process over the pairs of
+  data.train_file (`sharded_stream.indexed_dataset` with a seed).
 
   Args:
     data_config: `config.data` (keys train_file, image_key, caption_key, image_size,
       num_threads, prefetch_batches; an empty train_file uses the synthetic dataset, see
       `resolve_files`).
     tokenizer: list of captions -> {'input_ids', 'attention_mask'} int [B, L].
-    batch_size: examples per batch of THIS process (global batch / process count).
-    seed: shuffle seed (non-negative int).
-    process_index: this process (default `jax.process_index()`).
-    process_count: number of processes (default `jax.process_count()`).
+    batch_size, seed, process_index, process_count: see `sharded_stream.indexed_dataset`.
 
   Returns:
-    A `grain.IterDataset` of batches (module docstring; all weights 1). Its iterator supports
-    `get_state()`/`set_state()` and resumes exactly. Attribute `.num_records` (pairs in the
-    list file).
+    A resumable `grain.IterDataset` of batches (module docstring; all weights 1). Attribute
+    `.num_records` (pairs in the list file).
 
   Raises:
     FileNotFoundError, ValueError: see `read_pairs`; while iterating, an unreadable or missing
       image (the message names the list file, the line and the image path).
   """
-  process_index, process_count = sharded_stream.process_info(process_index, process_count)
-  pairs = _pair_list(data_config, "train_file")
-  image_size = sharded_stream.positive_int(data_config, "image_size")
-  ds = sharded_stream.train_batches(
-      np.arange(len(pairs), dtype=np.int64), _LoadPair(pairs, image_size),
-      _Collate(tokenizer, image_size), data_config, batch_size=batch_size, seed=seed,
-      process_index=process_index, process_count=process_count)
-  ds.num_records = len(pairs)
-  return ds
+  return sharded_stream.indexed_dataset(
+      data_config, "train_file", functools.partial(_records, tokenizer=tokenizer),
+      batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count)
 
 
 def make_eval_dataset(data_config: Any, tokenizer: Tokenizer, *, batch_size: int,
                       process_index: int | None = None,
                       process_count: int | None = None) -> grain.IterDataset:
-  """Builds one evaluation pass over data.eval_file, in file order.
-
-  The first N pairs (N = data.eval_max_examples if > 0, else all) are split into contiguous
-  blocks, one per process; every process yields `.num_batches` batches, the missing examples
-  being padding with weight 0 (see `sharded_stream.eval_entries`).
+  """Builds one evaluation pass over data.eval_file, in file order, split between the processes
+  (`sharded_stream.indexed_dataset` without a seed).
 
   Args:
     data_config: `config.data` (as for `make_train_dataset`, plus eval_file and
       eval_max_examples).
     tokenizer: list of captions -> {'input_ids', 'attention_mask'} int [B, L].
-    batch_size: examples per batch of THIS process.
-    process_index: this process (default `jax.process_index()`).
-    process_count: number of processes (default `jax.process_count()`).
+    batch_size, process_index, process_count: see `sharded_stream.indexed_dataset`.
 
   Returns:
     A finite `grain.IterDataset` of batches (module docstring). Attributes: `.num_batches`,
-    `.num_examples` (N, over all processes).
+    `.num_examples` (over all processes).
   """
-  process_index, process_count = sharded_stream.process_info(process_index, process_count)
-  pairs = _pair_list(data_config, "eval_file")
-  image_size = sharded_stream.positive_int(data_config, "image_size")
-  return sharded_stream.eval_batches(
-      np.arange(len(pairs), dtype=np.int64), _LoadPair(pairs, image_size),
-      _Collate(tokenizer, image_size), data_config, batch_size=batch_size,
-      process_index=process_index, process_count=process_count)
+  return sharded_stream.indexed_dataset(
+      data_config, "eval_file", functools.partial(_records, tokenizer=tokenizer),
+      batch_size=batch_size, process_index=process_index, process_count=process_count)
 
 
 # -------------------------------------------------------------------------------------------
@@ -324,32 +301,22 @@ def write_synthetic_pairs(directory: str | os.PathLike, *, num_train: int, num_e
 
 
 def resolve_files(data_config: Any, log: Callable[[str], None] = print) -> tuple[str, str]:
-  """Returns (train list file, eval list file), writing the synthetic dataset if needed.
+  """(train list file, eval list file) of `data_config` (`config.data`), writing the synthetic
+  dataset if needed (progress lines go to `log`).
 
-  With a non-empty data.train_file, returns data.train_file and data.eval_file as they are.
-  With both empty, makes sure the synthetic dataset (`write_synthetic_pairs`) exists: sizes
-  data.synthetic.{num_train, num_eval, seed} (defaults 2000, 200, 0), image height
-  data.synthetic.image_size (default 64; resized to data.image_size when read), under
-  data.synthetic.directory (empty: $MMJAX_CACHE or ~/.cache/mmjax);
-  it is written once, atomically, and then reused. Returns its files.
-
-  Args:
-    data_config: `config.data`.
-    log: progress printer.
-
-  Returns:
-    (train_file, eval_file).
+  With a non-empty data.train_file: data.train_file and data.eval_file as they are. With both
+  empty, the files of the synthetic dataset (`write_synthetic_pairs`), written once, atomically,
+  and then reused: sizes data.synthetic.{num_train, num_eval, seed} (defaults 2000, 200, 0),
+  image height data.synthetic.image_size (default 64; resized to data.image_size when read),
+  under data.synthetic.directory (empty: $MMJAX_CACHE or ~/.cache/mmjax).
   """
-  configured = cache.configured_files(data_config, "train_file", "eval_file")
+  configured = cache.configured_files(data_config, *FILE_KEYS)
   if configured:
     return configured
   syn = config_value(data_config, "synthetic", None) or {}
   settings = synthetic_settings(
       num_train=config_value(syn, "num_train", 2000), num_eval=config_value(syn, "num_eval", 200),
       image_size=config_value(syn, "image_size", 64), seed=config_value(syn, "seed", 0))
-  kwargs = {k: v for k, v in settings.items() if k != "version"}
-  directory = cache.ensure_dataset(
-      config_value(syn, "directory", ""), "image_text_synthetic", settings,
-      lambda tmp: write_synthetic_pairs(tmp, log=log, **kwargs), what="synthetic image-text",
-      log=log)
+  directory = cache.ensure_synthetic(syn, "image_text_synthetic", settings, write_synthetic_pairs,
+                                     what="synthetic image-text", log=log)
   return os.path.join(directory, TRAIN_FILE), os.path.join(directory, EVAL_FILE)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import functools
 import logging
 import os
 from typing import Any, Callable, Sequence
@@ -33,13 +34,14 @@ from PIL import Image
 from mmjax.data import cache, images, sharded_stream, tables
 from mmjax.data.sharded_stream import config_value
 
-__all__ = ["FRAMES_DIR", "find_frames", "load_clip", "make_eval_dataset", "make_train_dataset",
-           "read_labels", "resolve_files", "sample_frame_indices", "synthetic_settings",
-           "write_synthetic_clips"]
+__all__ = ["FILE_KEYS", "FRAMES_DIR", "find_frames", "load_clip", "make_eval_dataset",
+           "make_train_dataset", "read_labels", "resolve_files", "sample_frame_indices",
+           "synthetic_settings", "write_synthetic_clips"]
 
 logger = logging.getLogger("mmjax.data")
 
 FRAMES_DIR = "frames"  # the default data.frames_dir, and where the synthetic clips live
+FILE_KEYS = ("train_labels", "eval_labels")  # the config.data keys that `resolve_files` resolves
 
 
 # -------------------------------------------------------------------------------------------
@@ -163,38 +165,19 @@ def load_clip(path: str, num_frames: int, image_size: int) -> np.ndarray:
                    for i in sample_frame_indices(len(files), num_frames)])
 
 
-def _clip_list(data_config: Any, key: str) -> _ClipList:
-  path = cache.configured_or_default(data_config, key, "train_labels",
-                                     lambda c: resolve_files(c, log=logger.info))
-  return _ClipList(path, config_value(data_config, "class_names", ()),
-                   config_value(data_config, "frames_dir", FRAMES_DIR))
-
-
 # -------------------------------------------------------------------------------------------
 # Datasets.
 
 
-class _LoadClip:
-  """grain map: clip index -> {'pixel_values': [F, S, S, 3], 'label': int}; None for -1."""
-
-  def __init__(self, clips: _ClipList, num_frames: int, image_size: int):
-    self._clips = clips
-    self._num_frames = num_frames
-    self._image_size = image_size
-
-  def __call__(self, entry: np.ndarray) -> dict | None:
-    i = int(entry)
-    if i < 0:
-      return None
-    clips = self._clips
-    with tables.at_line(clips.path, clips.lines[i]):
-      pixels = load_clip(find_frames(clips.frames_dir, clips.names[i]), self._num_frames,
-                         self._image_size)
-    return {"pixel_values": pixels, "label": clips.labels[i]}
+def _load_clip(clips: _ClipList, num_frames: int, image_size: int, i: int) -> dict:
+  """Clip i -> {'pixel_values': float32 [F, S, S, 3], 'label': int}."""
+  with tables.at_line(clips.path, clips.lines[i]):
+    pixels = load_clip(find_frames(clips.frames_dir, clips.names[i]), num_frames, image_size)
+  return {"pixel_values": pixels, "label": clips.labels[i]}
 
 
 class _Collate:
-  """A list of `_LoadClip` examples (None = padding) -> a batch (module docstring)."""
+  """A list of `_load_clip` examples (None = padding) -> a batch (module docstring)."""
 
   def __init__(self, num_frames: int, image_size: int):
     self._shape = (num_frames, image_size, image_size, 3)
@@ -209,74 +192,61 @@ class _Collate:
             "weight": np.array([e is not None for e in examples], np.float32)}
 
 
-def _reader_and_collate(data_config: Any, clips: _ClipList) -> tuple[_LoadClip, _Collate]:
+def _records(data_config: Any, key: str) -> tuple[int, Callable[[int], dict], _Collate]:
+  """(number of clips, load, collate) of the labels file data.<key> (see
+  `sharded_stream.indexed_dataset`)."""
+  path = cache.configured_or_default(data_config, key, "train_labels",
+                                     lambda c: resolve_files(c, log=logger.info))
+  clips = _ClipList(path, config_value(data_config, "class_names", ()),
+                    config_value(data_config, "frames_dir", FRAMES_DIR))
   num_frames = sharded_stream.positive_int(data_config, "num_frames")
   image_size = sharded_stream.positive_int(data_config, "image_size")
-  return _LoadClip(clips, num_frames, image_size), _Collate(num_frames, image_size)
+  return (len(clips), functools.partial(_load_clip, clips, num_frames, image_size),
+          _Collate(num_frames, image_size))
 
 
 def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
                        process_index: int | None = None,
                        process_count: int | None = None) -> grain.IterDataset:
-  """Builds the infinite, shuffled training pipeline of this process.
-
-  Every epoch is a global permutation of the clips of data.train_labels (a function of `seed`
-  and the epoch); each process reads its block of every global batch
-  (`sharded_stream.train_stream`), so the global batch does not depend on the process count.
-  Clips are decoded in data.num_threads threads.
+  """Builds the infinite, shuffled training pipeline of this process over the clips of
+  data.train_labels (`sharded_stream.indexed_dataset` with a seed).
 
   Args:
     data_config: `config.data` (keys train_labels, frames_dir, class_names, num_frames,
       image_size, num_threads, prefetch_batches; an empty train_labels uses the synthetic
       dataset, see `resolve_files`).
-    batch_size: examples per batch of THIS process (global batch / process count).
-    seed: shuffle seed (non-negative int).
-    process_index: this process (default `jax.process_index()`).
-    process_count: number of processes (default `jax.process_count()`).
+    batch_size, seed, process_index, process_count: see `sharded_stream.indexed_dataset`.
 
   Returns:
-    A `grain.IterDataset` of batches (module docstring; all weights 1). Its iterator supports
-    `get_state()`/`set_state()` and resumes exactly. Attribute `.num_records` (clips).
+    A resumable `grain.IterDataset` of batches (module docstring; all weights 1). Attribute
+    `.num_records` (clips).
 
   Raises:
     FileNotFoundError, ValueError: see `read_labels`; while iterating, missing or unreadable
       frames (the message names the labels file, the line, the clip and the paths).
   """
-  process_index, process_count = sharded_stream.process_info(process_index, process_count)
-  clips = _clip_list(data_config, "train_labels")
-  read, collate = _reader_and_collate(data_config, clips)
-  ds = sharded_stream.train_batches(
-      np.arange(len(clips), dtype=np.int64), read, collate, data_config, batch_size=batch_size,
-      seed=seed, process_index=process_index, process_count=process_count)
-  ds.num_records = len(clips)
-  return ds
+  return sharded_stream.indexed_dataset(
+      data_config, "train_labels", _records, batch_size=batch_size, seed=seed,
+      process_index=process_index, process_count=process_count)
 
 
 def make_eval_dataset(data_config: Any, *, batch_size: int, process_index: int | None = None,
                       process_count: int | None = None) -> grain.IterDataset:
-  """Builds one evaluation pass over the clips of data.eval_labels, in file order.
-
-  The first N clips (N = data.eval_max_examples if > 0, else all) are split into contiguous
-  blocks, one per process; every process yields `.num_batches` batches, the missing examples
-  being padding with weight 0 (see `sharded_stream.eval_entries`).
+  """Builds one evaluation pass over the clips of data.eval_labels, in file order, split between
+  the processes (`sharded_stream.indexed_dataset` without a seed).
 
   Args:
     data_config: `config.data` (as for `make_train_dataset`, plus eval_labels and
       eval_max_examples).
-    batch_size: examples per batch of THIS process.
-    process_index: this process (default `jax.process_index()`).
-    process_count: number of processes (default `jax.process_count()`).
+    batch_size, process_index, process_count: see `sharded_stream.indexed_dataset`.
 
   Returns:
     A finite `grain.IterDataset` of batches (module docstring). Attributes: `.num_batches`,
-    `.num_examples` (N, over all processes).
+    `.num_examples` (over all processes).
   """
-  process_index, process_count = sharded_stream.process_info(process_index, process_count)
-  clips = _clip_list(data_config, "eval_labels")
-  read, collate = _reader_and_collate(data_config, clips)
-  return sharded_stream.eval_batches(
-      np.arange(len(clips), dtype=np.int64), read, collate, data_config, batch_size=batch_size,
-      process_index=process_index, process_count=process_count)
+  return sharded_stream.indexed_dataset(data_config, "eval_labels", _records,
+                                        batch_size=batch_size, process_index=process_index,
+                                        process_count=process_count)
 
 
 # -------------------------------------------------------------------------------------------
@@ -391,25 +361,19 @@ def write_synthetic_clips(directory: str | os.PathLike, *, class_names: Sequence
 
 
 def resolve_files(data_config: Any, log: Callable[[str], None] = print) -> tuple[str, str]:
-  """Returns (train labels CSV, eval labels CSV), writing the synthetic dataset if needed.
+  """(train labels CSV, eval labels CSV) of `data_config` (`config.data`), writing the synthetic
+  dataset if needed (progress lines go to `log`).
 
-  With a non-empty data.train_labels, returns data.train_labels and data.eval_labels as they
-  are. With both empty, makes sure the synthetic dataset (`write_synthetic_clips`) exists:
-  classes data.class_names, sizes data.synthetic.{num_train, num_eval, seed} (defaults 600,
-  120, 0), frames per clip data.synthetic.{min_frames, max_frames} (defaults 4, 16), frame
-  height data.synthetic.image_size (default 64; resized to data.image_size when read), under
-  data.synthetic.directory (empty: $MMJAX_CACHE or ~/.cache/mmjax); it is written once,
-  atomically, and then reused. Its frames are in
-  `FRAMES_DIR`, so data.frames_dir must be that (the default) or empty.
-
-  Args:
-    data_config: `config.data`.
-    log: progress printer.
-
-  Returns:
-    (train_labels, eval_labels).
+  With a non-empty data.train_labels: data.train_labels and data.eval_labels as they are. With
+  both empty, the files of the synthetic dataset (`write_synthetic_clips`), written once,
+  atomically, and then reused: classes data.class_names, sizes data.synthetic.{num_train,
+  num_eval, seed} (defaults 600, 120, 0), frames per clip data.synthetic.{min_frames,
+  max_frames} (defaults 4, 16), frame height data.synthetic.image_size (default 64; resized to
+  data.image_size when read), under data.synthetic.directory (empty: $MMJAX_CACHE or
+  ~/.cache/mmjax). Its frames are in `FRAMES_DIR`, so data.frames_dir must be that (the
+  default) or empty.
   """
-  configured = cache.configured_files(data_config, "train_labels", "eval_labels")
+  configured = cache.configured_files(data_config, *FILE_KEYS)
   if configured:
     return configured
   frames_dir = config_value(data_config, "frames_dir", "") or FRAMES_DIR
@@ -426,9 +390,7 @@ def resolve_files(data_config: Any, log: Callable[[str], None] = print) -> tuple
       num_eval=config_value(syn, "num_eval", 120),
       num_frames_range=(config_value(syn, "min_frames", 4), config_value(syn, "max_frames", 16)),
       image_size=config_value(syn, "image_size", 64), seed=config_value(syn, "seed", 0))
-  kwargs = {k: v for k, v in settings.items() if k != "version"}
-  directory = cache.ensure_dataset(
-      config_value(syn, "directory", ""), "labelled_video_synthetic", settings,
-      lambda tmp: write_synthetic_clips(tmp, log=log, **kwargs), what="synthetic labelled clips",
-      log=log)
+  directory = cache.ensure_synthetic(syn, "labelled_video_synthetic", settings,
+                                     write_synthetic_clips, what="synthetic labelled clips",
+                                     log=log)
   return os.path.join(directory, TRAIN_LABELS), os.path.join(directory, EVAL_LABELS)

@@ -43,6 +43,7 @@ __all__ = [
 logger = logging.getLogger("mmjax.data")
 
 _MIN_BAD_TO_ABORT = 50
+_SYNTHETIC_NAME = "youtube8m_synthetic"  # the synthetic dataset's directory prefix in the cache
 
 
 # -------------------------------------------------------------------------------------------
@@ -326,8 +327,8 @@ def synthetic_directory(data_config: Any) -> str:
   `<root>/youtube8m_synthetic_<hash>`, root = data.synthetic.directory, else $MMJAX_CACHE,
   else ~/.cache/mmjax; the hash covers `synthetic_settings(data_config)`.
   """
-  return cache.dataset_directory(_get(data_config.synthetic, "directory", ""),
-                                 "youtube8m_synthetic", synthetic_settings(data_config))
+  return cache.dataset_directory(_get(data_config.synthetic, "directory", ""), _SYNTHETIC_NAME,
+                                 synthetic_settings(data_config))
 
 
 def resolve_data_patterns(data_config: Any,
@@ -360,12 +361,10 @@ def resolve_data_patterns(data_config: Any,
     raise ValueError("the synthetic YouTube-8M dataset is frame level with feature lists "
                      f"('rgb', 'audio'); got data.level={spec.level!r}, data.feature_names="
                      f"{spec.feature_names}: set data.train_pattern/eval_pattern to real files")
-  settings = synthetic_settings(data_config)
-  directory = synthetic_directory(data_config)
-  kwargs = {k: v for k, v in settings.items() if k != "version"}
-  cache.build_atomically(
-      directory, lambda tmp: synthetic.write_synthetic_youtube8m(tmp, log=log, **kwargs),
-      lambda path: cache.is_complete(path, settings), what="synthetic YouTube-8M", log=log)
+  directory = cache.ensure_synthetic(data_config.synthetic, _SYNTHETIC_NAME,
+                                     synthetic_settings(data_config),
+                                     synthetic.write_synthetic_youtube8m,
+                                     what="synthetic YouTube-8M", log=log)
   files = synthetic.synthetic_files(directory)
   return DataPatterns(files.train_pattern, files.eval_pattern, taxonomy or files.taxonomy_file)
 

@@ -27,8 +27,8 @@ import numpy as np
 
 __all__ = [
     "BlockShard", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
-    "positive_int", "prefetch", "process_info", "read_options", "shuffle_seed", "train_batches",
-    "train_stream",
+    "indexed_dataset", "positive_int", "prefetch", "process_info", "read_options", "shuffle_seed",
+    "train_batches", "train_stream",
 ]
 
 
@@ -262,4 +262,56 @@ def eval_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
   ds = prefetch(ds, data_config)
   ds.num_batches = num_batches
   ds.num_examples = num
+  return ds
+
+
+def indexed_dataset(data_config: Any, key: str,
+                    records: Callable[[Any, str], tuple[int, Callable, Callable]], *,
+                    batch_size: int, seed: int | None = None, process_index: int | None = None,
+                    process_count: int | None = None) -> grain.IterDataset:
+  """The batches of this process over the records 0..N-1 of the list that data.<key> names.
+
+  With a `seed`, the infinite, shuffled training pipeline (`train_batches`): every epoch is a
+  global permutation of the records (a function of `seed` and the epoch); each process reads its
+  block of every global batch (`train_stream`), so the global batch does not depend on the
+  process count. Its iterator supports `get_state()`/`set_state()` and resumes exactly.
+
+  With seed None, one evaluation pass in list order (`eval_batches`): the first M records
+  (M = data.eval_max_examples if > 0, else all) are split into contiguous blocks, one per
+  process; every process yields `.num_batches` batches, the missing examples being padding with
+  weight 0 (see `eval_entries`).
+
+  Records are read in data.num_threads threads.
+
+  Args:
+    data_config: `config.data` (keys num_threads, prefetch_batches, eval_max_examples and those
+      that `records` reads).
+    key: the config key of the list (e.g. 'train_file'), passed on to `records`.
+    records: (data_config, key) -> (N, load, collate): `load(i)` returns the example of record
+      i (0 <= i < N); `collate` maps a list of examples (None = padding) to a batch. Called
+      after the process arguments are checked.
+    batch_size: examples per batch of THIS process (training: global batch / process count).
+    seed: shuffle seed (non-negative int) of the training pipeline; None: an evaluation pass.
+    process_index: this process (default `jax.process_index()`).
+    process_count: number of processes (default `jax.process_count()`).
+
+  Returns:
+    A `grain.IterDataset` of batches: in training infinite, with attribute `.num_records` (N);
+    in evaluation finite, with attributes `.num_batches` and `.num_examples` (M, over all
+    processes).
+  """
+  process_index, process_count = process_info(process_index, process_count)
+  num_records, load, collate = records(data_config, key)
+  entries = np.arange(num_records, dtype=np.int64)
+
+  def read(entry: np.ndarray) -> Any:
+    index = int(entry)
+    return None if index < 0 else load(index)
+
+  if seed is None:
+    return eval_batches(entries, read, collate, data_config, batch_size=batch_size,
+                        process_index=process_index, process_count=process_count)
+  ds = train_batches(entries, read, collate, data_config, batch_size=batch_size, seed=seed,
+                     process_index=process_index, process_count=process_count)
+  ds.num_records = num_records
   return ds

@@ -100,6 +100,18 @@ def _frames_fast(feature_list, size: int, num: int) -> np.ndarray | None:
   return rows[:, len(header):]
 
 
+def _parse_message(message_class, data: bytes, path: str, index: int):
+  """`data` parsed as a `tf.train.<message_class>` (Example or SequenceExample); RecordError
+  naming the record if it is not one."""
+  message = message_class()
+  try:
+    message.ParseFromString(data)
+  except protobuf_message.DecodeError as e:
+    raise RecordError(path, index,
+                      f"cannot parse as tf.train.{message_class.__name__} ({e})") from None
+  return message
+
+
 _DEQUANT_TABLE = dequantize(np.arange(256, dtype=np.uint8))  # float32 [256]
 _LEVELS = ("frame", "video")
 
@@ -248,11 +260,7 @@ class RecordSpec:
     return video_id, labels
 
   def _parse_frame(self, data, path, index) -> dict:
-    seq = tf_example.SequenceExample()
-    try:
-      seq.ParseFromString(data)
-    except protobuf_message.DecodeError as e:
-      raise RecordError(path, index, f"cannot parse as tf.train.SequenceExample ({e})") from None
+    seq = _parse_message(tf_example.SequenceExample, data, path, index)
     lists = seq.feature_lists.feature_list
     hint = ""
     if not lists:
@@ -294,11 +302,7 @@ class RecordSpec:
     raise AssertionError("unreachable")
 
   def _parse_video(self, data, path, index) -> dict:
-    example = tf_example.Example()
-    try:
-      example.ParseFromString(data)
-    except protobuf_message.DecodeError as e:
-      raise RecordError(path, index, f"cannot parse as tf.train.Example ({e})") from None
+    example = _parse_message(tf_example.Example, data, path, index)
     feats = example.features.feature
     hint = ""
     if not any(name in feats for name in self.feature_names):

@@ -49,29 +49,20 @@ def gap(predictions, labels, top_k: int = 20) -> float:
     AP = (1 / P) * sum_i prec@i * rel_i over the N * k pooled pairs ranked by
     score, P = number of positive labels (0.0 when P = 0).
   """
-  scores, positives = _prepare(predictions, labels)
-  k = _effective_k(top_k, scores.shape[1])
-  top_scores, top_classes, top_hits = _top_k(scores, positives, k)
-  _, rel = _rank_pooled(top_scores, top_classes, top_hits)
+  positives, _, rel = _pooled_top_k(predictions, labels, top_k)
   return _average_precision(rel, positives.sum())
 
 
 def mean_ap(predictions, labels, top_k: int = 20) -> float:
   """Mean over classes of the AP restricted to the per-video top-k.
 
-  Args:
-    predictions: [N, C] scores.
-    labels: [N, C] ground truth, positive where > 0.
-    top_k: predictions kept per video; k = min(top_k, C).
+  Arguments as for `gap`.
 
   Returns:
     mean_{c : P_c > 0} (1 / P_c) * sum_i prec@i * rel_i, ranking for class c
     the videos whose top k holds c (0.0 when no class has a positive).
   """
-  scores, positives = _prepare(predictions, labels)
-  k = _effective_k(top_k, scores.shape[1])
-  top_scores, top_classes, top_hits = _top_k(scores, positives, k)
-  classes, rel = _rank_pooled(top_scores, top_classes, top_hits)
+  positives, classes, rel = _pooled_top_k(predictions, labels, top_k)
   class_positives = positives.sum(axis=0)
   return _mean_over_labelled(_class_aps(classes, rel, class_positives),
                              class_positives)
@@ -311,6 +302,19 @@ def _top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
   order = np.argsort(-np.take_along_axis(scores, indices, axis=1), axis=1,
                      kind='stable')
   return np.take_along_axis(indices, order, axis=1)
+
+
+def _pooled_top_k(predictions, labels, top_k: int):
+  """The per-video top k of [N, C] predictions, pooled and ranked by score.
+
+  Returns:
+    ([N, C] bool positives, [N * k] class ids, [N * k] bool hits), the last
+    two in rank order (`_rank_pooled`).
+  """
+  scores, positives = _prepare(predictions, labels)
+  k = _effective_k(top_k, scores.shape[1])
+  classes, rel = _rank_pooled(*_top_k(scores, positives, k))
+  return positives, classes, rel
 
 
 def _rank_pooled(top_scores: np.ndarray, top_classes: np.ndarray,

@@ -101,6 +101,11 @@ def build_optimizer_for(config, task):
                          init_from.frozen_subtrees(config))
 
 
+def plateau_metric(config) -> str:
+  """The metric the plateau rule watches ('<split>/<metric>'; default 'eval/loss')."""
+  return config.optimizer.get("plateau_metric", "eval/loss")
+
+
 def checkpointer_for(config, workdir: str, **kwargs) -> Checkpointer:
   """The run's Checkpointer (<workdir>/checkpoints; keep / best metric from the config)."""
   return Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -121,7 +126,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   splits = eval_splits(config)
   check_metric_name("best_metric", config.get("best_metric", ""), splits)
   if config.optimizer.get("reduce_on_plateau", False):
-    check_metric_name("optimizer.plateau_metric", config.optimizer.plateau_metric, splits)
+    check_metric_name("optimizer.plateau_metric", plateau_metric(config), splits)
   log.info("devices: %d (%s), processes: %d, mesh: %s", jax.device_count(),
            jax.devices()[0].platform, jax.process_count(), dict(mesh.shape))
   task = get_task(config)
@@ -243,8 +248,7 @@ class _Loop:
     if self.best_metric:
       metric_value(metrics, self.best_metric, "best_metric")
     if self.observe_plateau is not None:
-      value = metric_value(metrics, self.config.optimizer.plateau_metric,
-                           "optimizer.plateau_metric")
+      value = metric_value(metrics, plateau_metric(self.config), "optimizer.plateau_metric")
       state = self.observe_plateau(state, value)
     by_split = {split.name: {k[len(split.name) + 1:]: v for k, v in metrics.items()
                              if k.startswith(split.name + "/")} for split in self.splits}

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from mmjax import parallel
 from mmjax.losses import clip_contrastive_loss
+from mmjax.tasks import Task
 from mmjax.train.steps import create_train_state, make_eval_step, make_train_step
 
 BATCH, FEATURES, EMBED = 16, 6, 4
@@ -57,8 +58,8 @@ class _TwoTowers(nn.Module):
             "logit_scale": self.param("logit_scale", nn.initializers.constant(2.6592), ())}
 
 
-class _Task:
-  """The parts of the task interface that mmjax.train.steps uses."""
+class _Task(Task):
+  """The parts of the task interface that mmjax.train.steps uses (the rest: Task's defaults)."""
   model = _TwoTowers()
   evaluator_keys = ("weight",)
 
@@ -67,7 +68,7 @@ class _Task:
             "text": np.zeros((batch_size, FEATURES), np.float32),
             "weight": np.ones((batch_size,), np.float32)}
 
-  def loss(self, outputs, batch):
+  def loss(self, outputs, batch, task_state=None):
     return clip_contrastive_loss(outputs["image_embeds"], outputs["text_embeds"],
                                  outputs["logit_scale"], batch["weight"]), {}
 

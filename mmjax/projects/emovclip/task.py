@@ -17,22 +17,23 @@ import numpy as np
 import optax
 
 from mmjax import losses, metrics
-from mmjax.data import cache, labelled_video
+from mmjax.data import labelled_video
 from mmjax.models import clip
 from mmjax.models.clip import adapter
 from mmjax.models.clip.classify import class_prompts
-from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
+from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, register
+from mmjax.tasks.data_task import DataModuleTask
 
 
 @register("emovclip")
-class EmoVClipTask(Task):
+class EmoVClipTask(DataModuleTask):
   """See mmjax.tasks.Task for the interface."""
 
   evaluator_keys = ("label", "weight")
+  data_module = labelled_video
 
   def __init__(self, config):
-    self.config = config
-    self.data_config = config.data
+    super().__init__(config)
     self.class_names = tuple(config.data.class_names)
     self.clip = adapter.build_clip(config.model)
     adapter.check_image_size(config.data, self.clip)
@@ -44,11 +45,6 @@ class EmoVClipTask(Task):
         lambda b: {"pixel_values": b["pixel_values"],
                    "class_input_ids": prompts["input_ids"],
                    "class_attention_mask": prompts["attention_mask"]})
-
-  def prepare(self, log=print) -> None:
-    """Resolves the label files (writing the synthetic default once if none are given)."""
-    self.data_config = cache.resolved_data_config(
-        self.config.data, labelled_video.resolve_files, ('train_labels', 'eval_labels'), log)
 
   def pretrained_params(self, params):
     return adapter.pretrained_params(self.config.model, params)
@@ -71,29 +67,6 @@ class EmoVClipTask(Task):
   def predictions(self, logits):
     return jax.nn.softmax(logits)
 
-  def train_dataset(self, batch_size, seed, process_index, process_count):
-    return labelled_video.make_train_dataset(self.data_config, batch_size=batch_size, seed=seed,
-                                             process_index=process_index,
-                                             process_count=process_count)
-
-  def eval_dataset(self, batch_size, process_index, process_count,
-                   split: EvalSplit = DEFAULT_SPLIT):
-    return labelled_video.make_eval_dataset(split.data_config(self.data_config),
-                                            batch_size=batch_size,
-                                            process_index=process_index,
-                                            process_count=process_count)
-
   def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
     del split
-    return _ClassificationEvaluator(len(self.class_names))
-
-
-class _ClassificationEvaluator:
-  def __init__(self, num_classes: int):
-    self._metrics = metrics.ClassificationMetrics(num_classes)
-
-  def update(self, predictions, batch):
-    self._metrics.update(predictions, batch["label"], batch["weight"])
-
-  def compute(self):
-    return self._metrics.compute()
+    return metrics.LabelsEvaluator(metrics.ClassificationMetrics(len(self.class_names)), "label")

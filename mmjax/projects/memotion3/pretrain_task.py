@@ -11,21 +11,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax import losses, metrics
-from mmjax.data import cache, image_text
+from mmjax.data import image_text
 from mmjax.models import clip
 from mmjax.models.clip import adapter
-from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
+from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, register
+from mmjax.tasks.data_task import DataModuleTask
 
 
 @register("clip_pretrain")
-class ClipPretrainTask(Task):
+class ClipPretrainTask(DataModuleTask):
   """See mmjax.tasks.Task for the interface."""
 
   evaluator_keys = ("input_ids", "weight")
+  data_module = image_text
 
   def __init__(self, config):
-    self.config = config
-    self.data_config = config.data
+    super().__init__(config)
     self.clip = adapter.build_clip(config.model)
     adapter.check_image_size(config.data, self.clip)
     self.model = adapter.CheckpointModel(
@@ -33,11 +34,7 @@ class ClipPretrainTask(Task):
         lambda b: {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
                    "pixel_values": b["pixel_values"]})
     self.tokenizer = adapter.tokenizer(config.model)
-
-  def prepare(self, log=print) -> None:
-    """Resolves the pair lists (writing the synthetic default once if none are given)."""
-    self.data_config = cache.resolved_data_config(
-        self.config.data, image_text.resolve_files, ('train_file', 'eval_file'), log)
+    self.dataset_args = (self.tokenizer,)
 
   def pretrained_params(self, params):
     return adapter.pretrained_params(self.config.model, params)
@@ -55,17 +52,6 @@ class ClipPretrainTask(Task):
 
   def predictions(self, outputs):
     return {"image_embeds": outputs["image_embeds"], "text_embeds": outputs["text_embeds"]}
-
-  def train_dataset(self, batch_size, seed, process_index, process_count):
-    return image_text.make_train_dataset(self.data_config, self.tokenizer, batch_size=batch_size,
-                                         seed=seed, process_index=process_index,
-                                         process_count=process_count)
-
-  def eval_dataset(self, batch_size, process_index, process_count,
-                   split: EvalSplit = DEFAULT_SPLIT):
-    return image_text.make_eval_dataset(split.data_config(self.data_config), self.tokenizer,
-                                        batch_size=batch_size,
-                                        process_index=process_index, process_count=process_count)
 
   def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
     del split

@@ -11,18 +11,19 @@ import numpy as np
 from mmjax import losses, metrics
 from mmjax.data import pipeline
 from mmjax.projects.youtube8m.model import build_video_classifier
-from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, Task, register
+from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, register
+from mmjax.tasks.data_task import DataModuleTask
 
 
 @register("youtube8m")
-class Youtube8mTask(Task):
+class Youtube8mTask(DataModuleTask):
   """See mmjax.tasks.Task for the interface."""
 
   evaluator_keys = ("labels", "weight")
+  data_module = pipeline
 
   def __init__(self, config):
-    self.config = config
-    self.data_config = config.data
+    super().__init__(config)
     if config.data.level not in ("frame", "video"):
       raise ValueError(f"config.data.level={config.data.level!r}; expected 'frame' or 'video'")
     self.num_frames = 1 if config.data.level == "video" else config.data.max_frames
@@ -60,30 +61,8 @@ class Youtube8mTask(Task):
   def predictions(self, logits):
     return jax.nn.sigmoid(logits)
 
-  def train_dataset(self, batch_size, seed, process_index, process_count):
-    return pipeline.make_train_dataset(self.data_config, batch_size=batch_size, seed=seed,
-                                       process_index=process_index,
-                                       process_count=process_count)
-
-  def eval_dataset(self, batch_size, process_index, process_count,
-                   split: EvalSplit = DEFAULT_SPLIT):
-    return pipeline.make_eval_dataset(split.data_config(self.data_config), batch_size=batch_size,
-                                      process_index=process_index, process_count=process_count)
-
   def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
     del split
-    return _Evaluator(metrics.Youtube8mMetrics(self.config.data.num_classes, top_k=20,
-                                               class_levels=self._class_levels))
-
-
-class _Evaluator:
-  """Adapts the metrics accumulator to (predictions, batch) updates."""
-
-  def __init__(self, accumulator):
-    self._accumulator = accumulator
-
-  def update(self, predictions, batch):
-    self._accumulator.update(predictions, batch["labels"], batch["weight"])
-
-  def compute(self):
-    return self._accumulator.compute()
+    return metrics.LabelsEvaluator(
+        metrics.Youtube8mMetrics(self.config.data.num_classes, top_k=20,
+                                 class_levels=self._class_levels), "labels")
