@@ -23,8 +23,8 @@ Ties in scores are broken towards the smaller class id within a video and
 towards the earlier video in pooled rankings, so results are deterministic
 and do not depend on how the videos are split into batches.
 
-Level-wise metrics (YouTube-8M paper, Tables 4 and 8): for level l, keep the
-classes at level l, discard the videos that have neither a positive label nor
+Level-wise metrics (seed 001, cross-modal video categorization, Tables 4 and 8): for level
+l, keep the classes at level l, discard the videos that have neither a positive label nor
 a score >= 0.5 on those classes, and compute the four metrics on the rest.
 
 Everything runs in numpy on the host. `Youtube8mMetrics` keeps only
