@@ -4,6 +4,7 @@ metrics that release logged, and the layout upgrade it needs is the same functio
 layer (checked against flax's MultiHeadDotProductAttention, which the 0.1.0 block used)."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -14,21 +15,52 @@ import pytest
 from conftest import ROOT, load_config
 
 from mmjax.nn import EncoderBlock
-from mmjax.train import evaluate_checkpoint
+from mmjax.train import evaluate_checkpoint, train_and_evaluate
 from mmjax.train.checkpoint import flat_paths
 from mmjax.train.checkpoint_upgrades import upgrade
+from mmjax.train.trainer import restore_for_eval
 
 LEGACY = os.path.join(ROOT, "tests", "data", "ytb8m_tiny_v0.1.0")
 
 
-def test_a_0_1_0_checkpoint_restores_and_evaluates_to_its_logged_metrics(tmp_path):
+def _legacy_run(tmp_path):
+  """(config, workdir): a copy of the 0.1.0 checkpoint and ytb8m:tiny on its eval shards."""
   workdir = tmp_path / "run"
   shutil.copytree(os.path.join(LEGACY, "checkpoints"), workdir / "checkpoints")
   config = load_config("ytb8m", "tiny")
   shards = os.path.join(LEGACY, "data", "validate-*")
   config.data.train_pattern = config.data.eval_pattern = shards
   config.data.taxonomy_file = os.path.join(LEGACY, "data", "taxonomy.csv")
-  metrics = evaluate_checkpoint(config, str(workdir), "latest")
+  return config, str(workdir)
+
+
+class _Lines(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.INFO)
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
+
+
+def test_a_0_1_0_checkpoint_resumes_training(tmp_path):
+  config, workdir = _legacy_run(tmp_path)
+  config.total_steps, config.eval_every_steps = 12, 0
+  handler = _Lines()
+  logging.getLogger("mmjax").addHandler(handler)
+  try:
+    metrics = train_and_evaluate(config, workdir)
+  finally:
+    logging.getLogger("mmjax").removeHandler(handler)
+  text = "\n".join(handler.lines)
+  assert "upgraded from the 0.1.0 Transformer block layout" in text
+  assert "at step 8" in text and np.isfinite(metrics["eval/loss"])
+  assert restore_for_eval(config, workdir)[4] == 12
+
+
+def test_a_0_1_0_checkpoint_restores_and_evaluates_to_its_logged_metrics(tmp_path):
+  config, workdir = _legacy_run(tmp_path)
+  metrics = evaluate_checkpoint(config, workdir, "latest")
   expected = json.loads(open(os.path.join(LEGACY, "expected_eval.jsonl")).readline())
   assert expected["step"] == 8
   for key in ("loss", "gap", "map", "perr", "hit_at_1", "level_0/gap", "level_3/map"):
