@@ -87,7 +87,7 @@ def test_best_checkpoint_is_kept_next_to_the_latest_and_restores(two_split_run):
     restore_for_eval(config, workdir, 3)
 
 
-def test_task_state_after_evaluation_hook_and_weight_side_mask(two_split_run):
+def test_task_state_after_evaluation_hook_and_both_transform_sides(two_split_run):
   config, workdir, _ = two_split_run
   _, state, _, _, _ = restore_for_eval(config, workdir)
   task_state = jax.tree.map(np.asarray, state.task_state)
@@ -95,6 +95,8 @@ def test_task_state_after_evaluation_hook_and_weight_side_mask(two_split_run):
   assert int(task_state["evaluations"]) == 4  # after_evaluation ran after every evaluation
   assert float(task_state["loss_scale"]) == 0.5 ** 4
   np.testing.assert_array_equal(params["fusion"]["kernel"][0], 0.0)  # the mask, exactly
+  np.testing.assert_array_equal(params["fusion"]["bias"], 0.0)  # zero gradients: never moved
+  assert np.abs(params["classifier"]["bias"] - params["classifier"]["bias"].mean()).max() > 0
   assert np.abs(params["fusion"]["kernel"][1:]).min() > 0
   # The EMA follows the params (update_task_state ran every step) but lags them.
   ema, now = task_state["ema"]["classifier"]["kernel"], params["classifier"]["kernel"]

@@ -1,5 +1,6 @@
 """A test task exercising every optional hook of mmjax.tasks.Task on top of the tiny YouTube-8M
-task: a weight-side optimizer transform (a fixed pruning mask on 'fusion/kernel'), task state
+task: a gradient-side optimizer transform (zero gradients for 'fusion/bias', so Adam never moves
+it), a weight-side one (a fixed pruning mask on 'fusion/kernel'), task state
 (an EMA of the parameters, a loss scale and an evaluation counter), an after-evaluation hook
 (halves the loss scale, counts evaluations, optionally stops), all through the Task protocol.
 
@@ -33,12 +34,23 @@ def keep_masked_at_zero() -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update)
 
 
+def zero_fusion_bias_gradients() -> optax.GradientTransformation:
+  """Gradient side: the gradient of fusion/bias becomes 0 (Adam's update is then exactly 0)."""
+  def update(updates, state, params=None):
+    del params
+    updates = dict(updates, fusion=dict(updates["fusion"],
+                                        bias=jnp.zeros_like(updates["fusion"]["bias"])))
+    return updates, state
+  return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 @register("hooked_youtube8m")
 class HookedTask(Youtube8mTask):
   """Youtube8mTask plus every optional hook (module docstring)."""
 
   def optimizer_transforms(self):
-    return OptimizerTransforms(weight=(keep_masked_at_zero(),))
+    return OptimizerTransforms(gradient=(zero_fusion_bias_gradients(),),
+                               weight=(keep_masked_at_zero(),))
 
   def init_task_state(self, params):
     return {"ema": jax.tree.map(jnp.asarray, params), "loss_scale": jnp.ones((), jnp.float32),
