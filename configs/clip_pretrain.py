@@ -51,11 +51,9 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.num_threads = 2
   config.data.prefetch_batches = 2
   config.data.eval_max_examples = 0
-  config.data.synthetic = ml_collections.ConfigDict()
-  config.data.synthetic.directory = ""  # empty: $MMJAX_CACHE or ~/.cache/mmjax
-  config.data.synthetic.num_train = 2000
-  config.data.synthetic.num_eval = 256
-  config.data.synthetic.seed = 0
+  # Embedded synthetic pairs (directory '': $MMJAX_CACHE or ~/.cache/mmjax).
+  config.data.synthetic = ml_collections.ConfigDict(dict(directory="", num_train=2000,
+                                                         num_eval=256, seed=0))
 
   return defaults.apply_variants(config, variants, VARIANTS, __file__)
 

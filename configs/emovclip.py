@@ -57,13 +57,9 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.num_threads = 2
   config.data.prefetch_batches = 2
   config.data.eval_max_examples = 0
-  config.data.synthetic = ml_collections.ConfigDict()
-  config.data.synthetic.directory = ""
-  config.data.synthetic.num_train = 480
-  config.data.synthetic.num_eval = 120
-  config.data.synthetic.min_frames = 4
-  config.data.synthetic.max_frames = 12
-  config.data.synthetic.seed = 0
+  # Embedded synthetic clips (directory '': $MMJAX_CACHE or ~/.cache/mmjax).
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      directory="", num_train=480, num_eval=120, min_frames=4, max_frames=12, seed=0))
 
   return defaults.apply_variants(config, variants, VARIANTS, __file__)
 
