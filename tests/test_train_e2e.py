@@ -15,17 +15,23 @@ STEPS = ("--config.total_steps=48", "--config.checkpoint_every_steps=4",
          "--config.eval_every_steps=16", "--config.keep_checkpoints=2")
 
 
+def _logged(workdir):
+  """What metrics.jsonl says, minus wall-clock figures: (step, split, loss, gap) per row."""
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [(r["step"], r["split"], r["loss"], r.get("gap")) for r in records]
+
+
 @pytest.fixture(scope="module")
 def reference_run(cache_dir, tmp_path_factory):
-  """An uninterrupted run: (workdir, stderr, final step, final params)."""
+  """An uninterrupted run: (workdir, stderr, final step, final params, logged rows)."""
   workdir = str(tmp_path_factory.mktemp("reference"))
   result = runs.run(runs.script_command("train.py", workdir, *STEPS), runs.env(cache_dir))
   step, params = runs.final_params(load_config("ytb8m", "tiny"), workdir)
-  return workdir, result.stderr, step, params
+  return workdir, result.stderr, step, params, _logged(workdir)
 
 
 def test_logs_metrics_and_tensorboard(reference_run):
-  workdir, stderr, step, _ = reference_run
+  workdir, stderr, step, _, _ = reference_run
   assert step == 48
   assert "examples/s" in stderr and "ETA" in stderr and "eval split 'eval': done" in stderr
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -62,6 +68,9 @@ def test_sigkill_then_restart_ends_with_identical_parameters(reference_run, cach
   step, params = runs.final_params(load_config("ytb8m", "tiny"), workdir)
   assert step == 48
   runs.assert_trees_equal(params, reference_run[3])
+  # Rows the killed run logged past its last checkpoint were dropped on resume: the log is the
+  # uninterrupted run's, row for row.
+  assert _logged(workdir) == reference_run[4]
 
 
 def test_sigterm_saves_and_exits_cleanly_then_resumes(reference_run, cache_dir, tmp_path):
@@ -75,6 +84,12 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(reference_run, cache_dir, 
   assert f"resumed from {os.path.join(workdir, 'checkpoints')} at step {saved}" in result.stderr
   runs.assert_trees_equal(runs.final_params(load_config("ytb8m", "tiny"), workdir)[1],
                           reference_run[3])
+  # Same rows; a preemption between two log steps makes the first train row after the resume
+  # average fewer steps, so only the evaluations must match in value too.
+  logged, reference = _logged(workdir), reference_run[4]
+  assert [row[:2] for row in logged] == [row[:2] for row in reference]
+  assert [row for row in logged if row[1] == "eval"] == [
+      row for row in reference if row[1] == "eval"]
 
 
 def test_eval_restores_onto_four_devices(reference_run, cache_dir):

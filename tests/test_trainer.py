@@ -16,6 +16,7 @@ from mmjax.data import tfrecord
 from mmjax.tasks import get_task
 from mmjax.train import NonFiniteLossError, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.metric_writer import drop_rows_after
 from mmjax.train.steps import abstract_train_state, create_train_state, make_eval_step
 from mmjax.train.trainer import build_optimizer_for
 
@@ -146,3 +147,12 @@ def test_bad_records_fail_or_are_skipped_and_counted(cache_dir, tmp_path):
              for m in handler.messages)
   records = [json.loads(line) for line in open(tmp_path / "lenient" / "metrics.jsonl")]
   assert records[-1]["split"] == "eval"
+
+
+def test_metric_rows_past_the_resume_step_are_dropped(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": s, "split": "train", "loss": float(s)} for s in (2, 4, 6, 8)]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 10, "spl')  # torn
+  assert drop_rows_after(str(path), 4) == 3
+  assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [2, 4]
+  assert drop_rows_after(str(path), 4) == 0 and drop_rows_after(str(tmp_path / "none"), 1) == 0

@@ -1,11 +1,15 @@
 """Metrics to <workdir>/metrics.jsonl (one JSON object per record) and TensorBoard event files.
 
-Only process 0 writes (all processes compute identical global metrics).
+Only process 0 writes (all processes compute identical global metrics). A training run opens
+the writer with `resume_step` (the step it starts from, 0 for a fresh run): rows of
+metrics.jsonl past that step, written by an earlier run that died before its next checkpoint,
+are dropped, and TensorBoard is told to purge its events past it, so the log of a killed and
+resumed run equals the log of an uninterrupted one.
 """
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import numpy as np
@@ -17,19 +21,48 @@ def _to_python(value):
   return value
 
 
+def drop_rows_after(path: str, step: int) -> int:
+  """Rewrites the JSON-lines file `path` without its rows whose "step" is > `step` (atomic
+  rename; a torn last line from a killed writer is dropped too). Returns how many were
+  dropped; 0 and no rewrite when nothing is to drop or the file does not exist."""
+  if not os.path.isfile(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path) as f:
+    for line in f:
+      try:
+        keep = int(json.loads(line)["step"]) <= step
+      except (ValueError, KeyError, TypeError):
+        keep = False  # a torn or foreign line
+      if keep:
+        kept.append(line if line.endswith("\n") else line + "\n")
+      else:
+        dropped += 1
+  if dropped:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+  return dropped
+
+
 class MetricWriter:
   """write(step, split, metrics) appends {"step", "split", **metrics} to metrics.jsonl and logs
   each scalar as '<split>/<name>' to TensorBoard (tensorboardX, no TensorFlow needed)."""
 
-  def __init__(self, workdir: str, enabled: bool = None, tensorboard: bool = True):
+  def __init__(self, workdir: str, enabled: bool = None, tensorboard: bool = True,
+               resume_step: Optional[int] = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
+      if resume_step is not None:
+        drop_rows_after(self.path, resume_step)
       if tensorboard:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        purge = None if resume_step is None else resume_step + 1
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.enabled:

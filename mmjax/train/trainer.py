@@ -147,7 +147,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   else:
     state = _load_initial_weights(config, task, state, shardings)
 
-  loop = _Loop(config, task, splits, mesh, shardings, checkpointer, MetricWriter(workdir),
+  writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)))
+  loop = _Loop(config, task, splits, mesh, shardings, checkpointer, writer,
                train_step=make_train_step(task, tx, mesh, shardings),
                eval_step=make_eval_step(task, mesh, shardings))
   try:
