@@ -19,6 +19,7 @@ from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.metric_writer import drop_rows_after
 from mmjax.train.steps import abstract_train_state, create_train_state, make_eval_step
 from mmjax.train.trainer import build_optimizer_for
+from mmjax.train.validate import numeric_leaves, rule_for, validate_config
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -156,3 +157,34 @@ def test_metric_rows_past_the_resume_step_are_dropped(tmp_path):
   assert drop_rows_after(str(path), 4) == 3
   assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [2, 4]
   assert drop_rows_after(str(path), 4) == 0 and drop_rows_after(str(tmp_path / "none"), 1) == 0
+
+
+def test_every_numeric_key_of_every_config_is_covered_by_a_rule():
+  for name, variant in VARIANTS + [(name, "") for name in CONFIGS]:
+    config = load_config(name, variant)
+    validate_config(config)
+    uncovered = [key for key, _ in numeric_leaves(config)
+                 if rule_for(key) is None and key.split(".")[0] not in ("mesh", "init_from")]
+    assert not uncovered, (name, variant, uncovered)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("log_every_steps", 0, r"config.log_every_steps=0: must be an integer >= 1"),
+    ("batch_size", -8, r"config.batch_size=-8: must be an integer >= 1"),
+    ("model.dropout_rate", 1.5, r"config.model.dropout_rate=1.5: must be a probability"),
+    ("optimizer.plateau_factor", 2.0, r"config.optimizer.plateau_factor=2.0: must be a number "
+                                      r"in \(0, 1\]"),
+    ("optimizer.learning_rate", float("nan"), r"config.optimizer.learning_rate=nan"),
+    ("data.synthetic.num_eval", 0, r"config.data.synthetic.num_eval=0"),
+    ("model.transformer.num_heads", 0, r"config.model.transformer.num_heads=0"),
+])
+def test_a_bad_numeric_key_fails_at_start_naming_it(key, value, message, tmp_path):
+  config = load_config("ytb8m", "tiny")
+  node = config
+  *parents, leaf = key.split(".")
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")

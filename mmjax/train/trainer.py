@@ -36,6 +36,7 @@ from mmjax.train.steps import (
   make_plateau_observer,
   make_train_step,
 )
+from mmjax.train.validate import validate_config
 
 log = logging.getLogger("mmjax")
 
@@ -119,6 +120,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Trains to config.total_steps (resuming if possible), evaluating every split of
   config.evals; returns the last evaluation's metrics as {'<split>/<metric>': value}."""
   setup_logging()
+  validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.mesh)
   check_batch_size("batch_size", config.batch_size, mesh)
@@ -293,6 +295,7 @@ def restore_for_eval(config, workdir: str, checkpoint="latest"):
   """Builds the task and mesh from `config` and restores checkpoint `checkpoint` ('latest',
   'best' or a step number) from <workdir>/checkpoints onto the current devices. Returns (task,
   state, shardings, mesh, step)."""
+  validate_config(config)
   mesh = parallel.make_mesh(config.mesh)
   task = get_task(config)
   task.prepare(log.info)

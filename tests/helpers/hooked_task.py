@@ -5,7 +5,7 @@ it), a weight-side one (a fixed pruning mask on 'fusion/kernel'), task state
 (halves the loss scale, counts evaluations, optionally stops), all through the Task protocol.
 
 Registered as 'hooked_youtube8m' on import; `hooked_config()` returns the tiny config for it.
-`config.data.stop_after_evals` (default 0: never) makes after_evaluation request a stop.
+`config.stop_after_evals` (default 0: never) makes after_evaluation request a stop.
 """
 
 import jax
@@ -68,17 +68,15 @@ class HookedTask(Youtube8mTask):
     assert set(metrics) and all("gap" in m for m in metrics.values()), metrics
     new = dict(task_state, loss_scale=task_state["loss_scale"] * 0.5,
                evaluations=task_state["evaluations"] + 1)
-    limit = self.config.data.get("stop_after_evals", 0)
+    limit = self.config.get("stop_after_evals", 0)
     stop = bool(limit) and int(new["evaluations"]) >= limit
     return AfterEvaluation(task_state=new, stop=stop, reason="enough evaluations" if stop else "")
 
 
-def hooked_config(load_config, **data):
-  """ytb8m:tiny with task 'hooked_youtube8m' and extra config.data keys."""
+def hooked_config(load_config, stop_after_evals: int = 0):
+  """ytb8m:tiny with task 'hooked_youtube8m' and the key stop_after_evals."""
   config = load_config("ytb8m", "tiny")
   with config.unlocked():
     config.task = "hooked_youtube8m"
-    config.data.stop_after_evals = 0
-    for key, value in data.items():
-      config.data[key] = value
+    config.stop_after_evals = stop_after_evals
   return config
