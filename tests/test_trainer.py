@@ -16,6 +16,7 @@ from mmjax.data import tfrecord
 from mmjax.tasks import get_task
 from mmjax.train import NonFiniteLossError, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.evaluate import EmptySplitError, evaluate
 from mmjax.train.metric_writer import drop_rows_after
 from mmjax.train.steps import abstract_train_state, create_train_state, make_eval_step
 from mmjax.train.trainer import build_optimizer_for
@@ -188,3 +189,38 @@ def test_a_bad_numeric_key_fails_at_start_naming_it(key, value, message, tmp_pat
   with pytest.raises(ValueError, match=message):
     train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def _train_files(cache_dir):
+  return os.path.join(sorted(glob.glob(os.path.join(cache_dir, "youtube8m_synthetic_*")))[0],
+                      "train-*")
+
+
+@pytest.mark.parametrize("eval_files,error", [
+    ("missing/*.tfrecord", r"no files match the pattern: '.*missing/\*.tfrecord'"),
+    ("empty.tfrecord", r"eval split 'eval' has no examples \(config.data.eval_pattern='.*"
+                       r"empty.tfrecord'\)"),
+])
+def test_a_missing_or_empty_eval_split_fails_before_training(eval_files, error, cache_dir,
+                                                             tmp_path):
+  train_and_evaluate(load_config("ytb8m", "tiny"), str(tmp_path / "first"))  # synthetic data
+  (tmp_path / "empty.tfrecord").write_bytes(b"")
+  config = load_config("ytb8m", "tiny")
+  config.data.train_pattern = _train_files(cache_dir)
+  config.data.eval_pattern = str(tmp_path / eval_files)
+  with pytest.raises((FileNotFoundError, ValueError), match=error):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_an_evaluation_over_zero_examples_reports_no_metrics(cache_dir):
+  config = load_config("ytb8m", "tiny")
+  task = get_task(config)
+  task.prepare(lambda *_: None)
+  mesh = parallel.make_mesh(config.mesh)
+  state, shardings = create_train_state(task, build_optimizer_for(config, task), mesh,
+                                        config.sharding_rules, config.seed)
+  padding_only = dict(task.example_batch(8), weight=np.zeros((8,), np.float32))
+  task.eval_dataset = lambda *args, **kwargs: [padding_only]
+  with pytest.raises(EmptySplitError, match="eval split 'eval' had no examples"):
+    evaluate(task, make_eval_step(task, mesh, shardings), state, mesh, batch_size=8)

@@ -10,6 +10,7 @@ import time
 from typing import Dict, List
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mmjax import parallel
@@ -56,6 +57,37 @@ def metric_value(metrics: Dict[str, float], name: str, key: str) -> float:
   return float(metrics[name])
 
 
+class EmptySplitError(ValueError):
+  """An eval split without a single real example (its files missing, empty or filtered out)."""
+
+
+def describe_split(task, split: EvalSplit) -> str:
+  """The split's eval file keys, e.g. "config.data.eval_pattern='/data/val*.tfrecord'"."""
+  data_config = split.data_config(getattr(task, "data_config", None) or task.config.data)
+  keys = [k for k in sorted(data_config.keys())
+          if k.startswith("eval") and isinstance(data_config[k], str)]
+  return ", ".join(f"config.data.{k}={data_config[k]!r}" for k in keys) or "no eval file keys"
+
+
+def check_eval_splits(task, splits: List[EvalSplit], mesh, batch_size: int) -> None:
+  """Fails at start, before any training, when a split's files are missing (the data layer's
+  error names the pattern) or when its first global batch holds no real example
+  (EmptySplitError naming the split's file keys). Reads one batch per split."""
+  local_batch = batch_size // jax.process_count()
+  for split in splits:
+    dataset = task.eval_dataset(local_batch, jax.process_index(), jax.process_count(),
+                                split=split)
+    first = next(iter(dataset), None)
+    real = 0.0
+    if first is not None:
+      weight = parallel.global_batch({"weight": first["weight"]}, mesh)["weight"]
+      real = float(jax.jit(jnp.sum, out_shardings=parallel.replicated(mesh))(weight))
+    if real <= 0:
+      raise EmptySplitError(f"eval split {split.name!r} has no examples "
+                            f"({describe_split(task, split)})")
+    log.info("eval split %r: data found", split.name)
+
+
 def evaluate(task, eval_step, state, mesh, *, batch_size: int, split: EvalSplit = DEFAULT_SPLIT,
              log_every_batches: int = 20) -> Dict[str, float]:
   """Runs `eval_step` over task.eval_dataset(split); returns evaluator.compute() plus 'loss',
@@ -76,7 +108,10 @@ def evaluate(task, eval_step, state, mesh, *, batch_size: int, split: EvalSplit 
     if num_batches % log_every_batches == 0:
       log.info("eval split %r: %d batches (%.1f examples/s)", split.name, num_batches,
                num_batches * batch_size / (time.time() - start))
-  metrics = {"loss": loss_sum / max(weight_sum, 1.0), **evaluator.compute()}
+  if weight_sum <= 0:
+    raise EmptySplitError(f"eval split {split.name!r} had no examples: no metrics from an empty "
+                          f"evaluation ({describe_split(task, split)})")
+  metrics = {"loss": loss_sum / weight_sum, **evaluator.compute()}
   log.info("eval split %r: done, %d batches in %.1fs", split.name, num_batches, time.time() - start)
   return metrics
 

@@ -26,7 +26,13 @@ from mmjax import parallel
 from mmjax.tasks import get_task
 from mmjax.train import init_from
 from mmjax.train.checkpoint import Checkpointer, abstract_like
-from mmjax.train.evaluate import check_metric_name, eval_splits, evaluate_splits, metric_value
+from mmjax.train.evaluate import (
+  check_eval_splits,
+  check_metric_name,
+  eval_splits,
+  evaluate_splits,
+  metric_value,
+)
 from mmjax.train.metric_writer import MetricWriter
 from mmjax.train.optimizer import build_optimizer
 from mmjax.train.steps import (
@@ -133,6 +139,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
            jax.devices()[0].platform, jax.process_count(), dict(mesh.shape))
   task = get_task(config)
   task.prepare(log.info)
+  check_eval_splits(task, splits, mesh, config.eval_batch_size)
   tx = build_optimizer_for(config, task)
   state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
