@@ -31,6 +31,9 @@ Keys of every config (mmjax.train reads them; see docs/architecture.md):
   init_from                weights from other runs (mmjax.train.init_from): a tuple of
                            `init_from_entry(...)`
   optimizer                `optimizer_config(...)` below
+  max_nonfinite_steps      consecutive train steps with a NaN/inf loss, gradient or updated
+                           parameter that are skipped (state unchanged) before the run stops
+                           with an error (0: stop at the first)
 """
 
 from typing import Callable, Dict
@@ -88,7 +91,7 @@ def trainer_config(**values) -> ml_collections.ConfigDict:
       task="", seed=0, total_steps=1000, batch_size=32, eval_batch_size=64,
       log_every_steps=50, eval_every_steps=500, checkpoint_every_steps=250, keep_checkpoints=3,
       best_metric="", best_mode="max", mesh=(("data", -1), ("model", 1)), sharding_rules=(),
-      init_from=()))
+      init_from=(), max_nonfinite_steps=0))
   config.evals = eval_splits()
   config.optimizer = optimizer_config()
   _update(config, values, "trainer_config")

@@ -100,7 +100,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_path):
   config.total_steps, config.eval_every_steps = 4, 0
   train_and_evaluate(config, str(tmp_path))
   config.total_steps, config.optimizer.learning_rate = 12, 1e38  # params overflow -> NaN loss
-  with pytest.raises(NonFiniteLossError, match="last good checkpoint is step 4"):
+  with pytest.raises(NonFiniteLossError, match="the last good checkpoint is step 4"):
     train_and_evaluate(config, str(tmp_path))
   checkpointer = Checkpointer(os.path.join(tmp_path, "checkpoints"), save_every=1, keep=10)
   assert checkpointer.all_steps() == [4]

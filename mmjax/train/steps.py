@@ -104,10 +104,22 @@ def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
       task_state=parallel.tree_shardings(abstract_state.task_state, param_rules, mesh))
 
 
+def all_finite(tree) -> jnp.ndarray:
+  """[] bool: every element of every floating leaf of `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
-  """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', ...}); donates the state.
-  One step: grads of task.loss(model outputs, batch, task_state); optimizer chain `tx`;
-  task_state <- task.update_task_state(task_state, new params). Traces and runs under
+  """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', 'nonfinite', ...});
+  donates the state. One step: grads of task.loss(model outputs, batch, task_state); optimizer
+  chain `tx`; task_state <- task.update_task_state(task_state, new params).
+
+  Non-finite guard: when the loss, a gradient or an updated parameter is NaN/inf, the step
+  changes nothing but the step counter (params, optimizer, model and task state are kept) and
+  reports nonfinite = 1; the host decides whether to go on (config.max_nonfinite_steps). So a
+  non-finite value never enters the state, and never a checkpoint. Traces and runs under
   `jax.set_mesh(mesh)` (see MeshJit)."""
   mutable = list(shardings.model_state.keys())
 
@@ -123,10 +135,17 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params,
-                              model_state=dict(new_model_state), opt_state=opt_state,
-                              task_state=task.update_task_state(state.task_state, params))
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    # The non-finite guard: decided here, identically on every host (all inputs are global).
+    finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(params)
+    keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1, params=keep_if_bad(params, state.params),
+        model_state=keep_if_bad(dict(new_model_state), state.model_state),
+        opt_state=keep_if_bad(opt_state, state.opt_state),
+        task_state=keep_if_bad(task.update_task_state(state.task_state, params),
+                               state.task_state))
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+               "nonfinite": jnp.logical_not(finite).astype(jnp.int32), **aux}
     return new_state, metrics
 
   return MeshJit(jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),

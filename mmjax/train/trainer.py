@@ -97,10 +97,6 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def _all_finite(losses) -> bool:
-  return bool(jnp.all(jnp.isfinite(jnp.stack(losses)))) if losses else True
-
-
 def build_optimizer_for(config, task):
   """The optax chain of `config.optimizer` with the task's transforms and the frozen
   `config.init_from` subtrees (see mmjax.tasks.protocol for the order)."""
@@ -201,7 +197,8 @@ class _Loop:
   def run(self, state, train_iter, preemption) -> Dict[str, float]:
     config, checkpointer = self.config, self.checkpointer
     first_step, total = int(state.step), config.total_steps
-    pending = []  # device losses since the last finiteness check (no per-step host sync)
+    guard = _NonFiniteGuard(config.get("max_nonfinite_steps", 0), checkpointer)
+    window = []  # device losses since the last log (no per-step host sync)
     window_start, window_steps = time.time(), 0
     metrics: Dict[str, float] = {}
     if first_step < total:
@@ -209,14 +206,16 @@ class _Loop:
     for step in range(first_step + 1, total + 1):
       state, step_metrics = self.train_step(state, parallel.global_batch(next(train_iter),
                                                                          self.mesh))
-      pending.append(step_metrics["loss"])
+      window.append(step_metrics["loss"])
+      guard.add(step, step_metrics["nonfinite"])
       window_steps += 1
       is_last = step == total
       preempted = preemption.requested or checkpointer.reached_preemption(step)
       if step % config.log_every_steps == 0 or is_last:
-        _check_finite(pending, step, checkpointer)
-        self._log_train(step, step_metrics, pending, window_steps, time.time() - window_start)
-        pending, window_start, window_steps = [], time.time(), 0
+        guard.check()
+        self._log_train(step, step_metrics, window, guard.take_skipped(), window_steps,
+                        time.time() - window_start)
+        window, window_start, window_steps = [], time.time(), 0
       stop = evaluated = False
       if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
         eval_start = time.time()
@@ -225,8 +224,7 @@ class _Loop:
         window_start += time.time() - eval_start  # throughput and ETA count training time only
       forced = is_last or preempted or stop or (evaluated and bool(self.best_metric))
       if step % config.checkpoint_every_steps == 0 or forced:
-        _check_finite(pending, step, checkpointer)
-        pending = []
+        guard.check()
         if checkpointer.save(step, state, train_iter, force=forced,
                              metrics=metrics if evaluated else None):
           log.info("checkpoint: saving step %d (async)", step)
@@ -241,9 +239,13 @@ class _Loop:
                                 self.writer, total, self.config.eval_batch_size)
     return metrics
 
-  def _log_train(self, step, step_metrics, pending, window_steps, elapsed) -> None:
-    summary = {k: float(v) for k, v in step_metrics.items()}
-    summary["loss"] = float(jnp.mean(jnp.stack(pending)))
+  def _log_train(self, step, step_metrics, window, skipped, window_steps, elapsed) -> None:
+    summary = {k: float(v) for k, v in step_metrics.items() if k != "nonfinite"}
+    losses = jnp.stack(window)
+    finite = jnp.isfinite(losses)
+    summary["loss"] = float(jnp.sum(jnp.where(finite, losses, 0.0)) /
+                            jnp.maximum(jnp.sum(finite), 1)) if bool(jnp.any(finite)) else math.nan
+    summary["skipped_steps"] = skipped
     summary["examples_per_sec"] = window_steps * self.config.batch_size / max(elapsed, 1e-9)
     log.info("step %d/%d | loss %.4f | %.1f examples/s | ETA %s", step, self.config.total_steps,
              summary["loss"], summary["examples_per_sec"],
@@ -289,13 +291,49 @@ def place_like(new_tree, old_tree, shardings):
   return jax.tree_util.tree_map_with_path(place, new_tree, old_tree, shardings)
 
 
-def _check_finite(pending, step: int, checkpointer) -> None:
-  if not _all_finite(pending):
-    checkpointer.wait()
-    raise NonFiniteLossError(
-        f"training loss became NaN/inf at or before step {step}; stopped without saving. The "
-        f"last good checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}. "
-        "Lower config.optimizer.learning_rate or set config.optimizer.grad_clip_norm.")
+class _NonFiniteGuard:
+  """Host side of the train step's non-finite guard. Collects the per-step flags (device
+  scalars, read only at log and checkpoint steps: no per-step host sync) and raises
+  NonFiniteLossError once more than `max_in_a_row` consecutive steps were skipped. Skipped
+  steps changed nothing in the state, so every checkpoint holds finite values only."""
+
+  def __init__(self, max_in_a_row: int, checkpointer):
+    self.max_in_a_row, self.checkpointer = max_in_a_row, checkpointer
+    self.unchecked = []  # (step, device flag)
+    self.in_a_row, self.skipped = 0, 0
+
+  def add(self, step: int, flag) -> None:
+    self.unchecked.append((step, flag))
+
+  def check(self) -> None:
+    if not self.unchecked:
+      return
+    flags = np.asarray(jax.device_get(jnp.stack([flag for _, flag in self.unchecked])))
+    for (step, _), bad in zip(self.unchecked, flags):
+      if not bad:
+        self.in_a_row = 0
+        continue
+      self.in_a_row += 1
+      self.skipped += 1
+      if self.in_a_row > self.max_in_a_row:
+        self.checkpointer.wait()
+        latest = self.checkpointer.latest_step()
+        last_good = ("there is no checkpoint yet" if latest is None else
+                     f"the last good checkpoint is step {latest} in {self.checkpointer.directory}")
+        raise NonFiniteLossError(
+            f"step {step}: the loss, a gradient or an updated parameter is NaN/inf "
+            f"({self.in_a_row} step(s) in a row, config.max_nonfinite_steps="
+            f"{self.max_in_a_row}); those steps changed nothing, and training stopped without "
+            f"saving; {last_good}. Lower config.optimizer.learning_rate or set "
+            "config.optimizer.grad_clip_norm.")
+      log.warning("step %d: non-finite loss or gradients: step skipped (%d in a row; "
+                  "config.max_nonfinite_steps=%d)", step, self.in_a_row, self.max_in_a_row)
+    self.unchecked = []
+
+  def take_skipped(self) -> int:
+    """Skipped steps since the last call (the 'skipped_steps' of a metrics.jsonl train row)."""
+    skipped, self.skipped = self.skipped, 0
+    return skipped
 
 
 def restore_for_eval(config, workdir: str, checkpoint="latest"):

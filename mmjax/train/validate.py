@@ -30,6 +30,7 @@ RULES: List[Tuple[str, Check]] = [
     ("eval_every_steps", INT_AT_LEAST_0),
     ("checkpoint_every_steps", INT_AT_LEAST_1),
     ("keep_checkpoints", INT_AT_LEAST_1),
+    ("max_nonfinite_steps", INT_AT_LEAST_0),
     ("optimizer.learning_rate", POSITIVE),
     ("optimizer.grad_clip_norm", NON_NEGATIVE),
     ("optimizer.plateau_patience", INT_AT_LEAST_0),
