@@ -8,7 +8,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 
 
-def define_flags(workdir_help: str) -> None:
+def define_flags(workdir_help: str, config_required: bool = True) -> None:
   """--config (path[:variant], every field overridable as --config.a.b=value; unknown keys and
   wrong types fail at parse time), --workdir and the multi-host flags."""
   config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).",
@@ -17,7 +17,8 @@ def define_flags(workdir_help: str) -> None:
   flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-host).")
   flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
   flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
-  flags.mark_flag_as_required("config")
+  if config_required:
+    flags.mark_flag_as_required("config")
 
 
 def initialize_distributed() -> None:

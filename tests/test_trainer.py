@@ -14,10 +14,11 @@ from conftest import ROOT, config_module, load_config
 from mmjax import parallel
 from mmjax.data import tfrecord
 from mmjax.tasks import get_task
-from mmjax.train import NonFiniteLossError, train_and_evaluate
+from mmjax.train import NonFiniteLossError, evaluate_checkpoint, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import EmptySplitError, evaluate
 from mmjax.train.metric_writer import drop_rows_after
+from mmjax.train.snapshot import ConfigChangedError
 from mmjax.train.steps import abstract_train_state, create_train_state, make_eval_step
 from mmjax.train.trainer import build_optimizer_for
 from mmjax.train.validate import numeric_leaves, rule_for, validate_config
@@ -101,7 +102,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_path):
   train_and_evaluate(config, str(tmp_path))
   config.total_steps, config.optimizer.learning_rate = 12, 1e38  # params overflow -> NaN loss
   with pytest.raises(NonFiniteLossError, match="the last good checkpoint is step 4"):
-    train_and_evaluate(config, str(tmp_path))
+    train_and_evaluate(config, str(tmp_path), allow_config_change=True)
   checkpointer = Checkpointer(os.path.join(tmp_path, "checkpoints"), save_every=1, keep=10)
   assert checkpointer.all_steps() == [4]
   checkpointer.close()
@@ -112,8 +113,26 @@ def test_resume_with_an_incompatible_config_names_the_checkpoint(cache_dir, tmp_
   config.total_steps, config.eval_every_steps = 4, 0
   train_and_evaluate(config, str(tmp_path))
   config.total_steps, config.optimizer.reduce_on_plateau = 8, False  # another optimizer state
-  with pytest.raises(ValueError, match="checkpoints/4 does not match"):
+  config.log_every_steps = 4  # safe to change
+  with pytest.raises(ConfigChangedError, match=r"config.json: this resume changes keys .*: "
+                     r"optimizer.reduce_on_plateau: True -> False\. Start a new"):
     train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(ValueError, match="checkpoints/4 does not match"):
+    train_and_evaluate(config, str(tmp_path), allow_config_change=True)
+
+
+def test_safe_keys_may_change_on_resume_and_eval_reads_the_snapshot(cache_dir, tmp_path):
+  config = load_config("ytb8m", "tiny")
+  config.total_steps, config.eval_every_steps = 4, 0
+  train_and_evaluate(config, str(tmp_path))
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["optimizer"]["learning_rate"] == config.optimizer.learning_rate
+  config.total_steps, config.log_every_steps, config.keep_checkpoints = 6, 3, 5
+  config.data.num_threads = 2
+  train_and_evaluate(config, str(tmp_path))  # all safe: resumes
+  assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 6
+  metrics = evaluate_checkpoint(None, str(tmp_path))  # no config: the snapshot
+  assert metrics["eval/num_examples"] == 24
 
 
 class _ListHandler(logging.Handler):

@@ -24,7 +24,7 @@ from absl import logging as absl_logging
 
 from mmjax import parallel
 from mmjax.tasks import get_task
-from mmjax.train import init_from
+from mmjax.train import init_from, snapshot
 from mmjax.train.checkpoint import Checkpointer, abstract_like
 from mmjax.train.evaluate import (
   check_eval_splits,
@@ -118,9 +118,13 @@ def checkpointer_for(config, workdir: str, **kwargs) -> Checkpointer:
                       best_mode=config.get("best_mode", "max"), **kwargs)
 
 
-def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False
+                       ) -> Dict[str, float]:
   """Trains to config.total_steps (resuming if possible), evaluating every split of
-  config.evals; returns the last evaluation's metrics as {'<split>/<metric>': value}."""
+  config.evals; returns the last evaluation's metrics as {'<split>/<metric>': value}.
+
+  The first start writes <workdir>/config.json; a resume whose config changes a key that is not
+  safe to change (mmjax.train.snapshot) refuses to start unless `allow_config_change`."""
   setup_logging()
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -146,6 +150,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
                                        jax.process_count()))
   checkpointer = checkpointer_for(config, workdir)
   latest = checkpointer.latest_step()
+  if latest is not None:
+    snapshot.check_resume(config, workdir, allow_config_change)
+  else:
+    snapshot.write(config, workdir)
   if latest is not None:
     state = checkpointer.restore(latest, abstract_like(state, shardings), train_iter)
     log.info("resumed from %s at step %d", checkpointer.directory, latest)
@@ -357,8 +365,19 @@ def restore_for_eval(config, workdir: str, checkpoint="latest"):
 
 def evaluate_checkpoint(config, workdir: str, checkpoint="latest") -> Dict[str, float]:
   """What launch/eval.py runs: restore ('latest', 'best' or a step), evaluate every split of
-  config.evals, append to metrics.jsonl; returns {'<split>/<metric>': value}."""
+  config.evals, append to metrics.jsonl; returns {'<split>/<metric>': value}. `config` None:
+  the run's snapshot (<workdir>/config.json); a given config that differs from the snapshot in
+  keys that are not safe to change is used, with a warning listing them."""
   setup_logging()
+  if config is None:
+    config = snapshot.read(workdir)
+    log.info("config: the run's snapshot %s", snapshot.path(workdir))
+  elif os.path.isfile(snapshot.path(workdir)):
+    unsafe = [d for d in snapshot.differences(snapshot.read(workdir), config)
+              if not snapshot.is_safe(d[0])]
+    if unsafe:
+      log.warning("evaluating with a config that differs from the run's snapshot: %s",
+                  "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in unsafe))
   task, state, shardings, mesh, step = restore_for_eval(config, workdir, checkpoint)
   check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
   log.info("restored step %d onto %d devices (checkpoint %r)", step, jax.device_count(), checkpoint)
