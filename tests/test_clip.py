@@ -265,3 +265,24 @@ def test_sharded_safetensors_checkpoints_load(plain_checkpoint, tmp_path):
   _, single = clip.from_pretrained(path)
   for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("torch_dtype", ["float16", "bfloat16"])
+def test_half_precision_checkpoints_load(torch_dtype, tmp_path):
+  """transformers writes float16/bfloat16 safetensors; they load in their dtype, equal to the
+  torch values, and cast to float32 on request."""
+  model = hf_clip.write_checkpoint(str(tmp_path / "f32"))
+  model.to(getattr(torch, torch_dtype)).save_pretrained(str(tmp_path / "half"))
+  tensors = clip.read_state_dict(str(tmp_path / "half"))
+  weight = tensors["visual_projection.weight"]
+  assert str(weight.dtype) == torch_dtype
+  expected = model.visual_projection.weight.detach().float().numpy()
+  np.testing.assert_array_equal(weight.astype(np.float32), expected)
+  _, params = clip.from_pretrained(str(tmp_path / "half"))
+  np.testing.assert_array_equal(
+      np.asarray(params["params"]["visual_projection"]["kernel"], np.float32), expected.T)
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "model.safetensors").write_bytes(
+      (tmp_path / "half" / "model.safetensors").read_bytes()[:-64])
+  with pytest.raises(ValueError, match=r"bad/model.safetensors: tensor .* \(truncated\)"):
+    clip.read_state_dict(str(tmp_path / "bad"))

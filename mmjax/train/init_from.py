@@ -57,6 +57,8 @@ def load_source(entry, key: str) -> Tuple[Dict[str, Flat], str]:
     module = clip.Clip(clip.read_config(source))
     template = clip.abstract_params(module)["params"]
     params = clip.params_from_state_dict(clip.read_state_dict(source), template, source=source)
+    # Hugging Face checkpoints are often stored in float16/bfloat16: cast to the model's dtype.
+    params = jax.tree.map(lambda a, t: np.asarray(a, dtype=t.dtype), params, template)
     return {"params": flat_paths(params)}, f"{source} (Hugging Face CLIP)"
   raise FileNotFoundError(f"{key}.source={entry['source']!r}: neither an mmjax workdir (with "
                           "checkpoints/) nor a Hugging Face CLIP directory (with config.json)")

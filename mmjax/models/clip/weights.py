@@ -16,12 +16,14 @@ model keeps their initial values; saving skips them.
 import json
 import os
 import re
+import struct
 from typing import Any, Dict, Optional, Tuple
 
 import jax
+import ml_dtypes
 import numpy as np
 from flax import traverse_util
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from mmjax.models.clip.config import ClipConfig
 from mmjax.models.clip.modules import Clip
@@ -123,18 +125,59 @@ def read_config(path: str) -> ClipConfig:
   return ClipConfig.from_hf_dict(config)
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def load_safetensors(file: str) -> Dict[str, np.ndarray]:
+  """Every tensor of one .safetensors file as a host numpy array in its stored dtype, bfloat16
+  included (as ml_dtypes.bfloat16, which numpy-based readers cannot represent).
+
+  Format: an 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+  data_offsets: [start, end]}, "__metadata__": ...}, then the raw little-endian data. Errors
+  name the file and the tensor (unknown dtype, truncated data).
+  """
+  with open(file, "rb") as f:
+    raw = f.read()
+  if len(raw) < 8:
+    raise ValueError(f"{file}: not a safetensors file (shorter than its 8-byte header length)")
+  header_len = struct.unpack("<Q", raw[:8])[0]
+  try:
+    header = json.loads(raw[8:8 + header_len])
+  except ValueError as e:
+    raise ValueError(f"{file}: unreadable safetensors header ({e})") from e
+  data = memoryview(raw)[8 + header_len:]
+  tensors = {}
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    if info["dtype"] not in _SAFETENSORS_DTYPES:
+      raise ValueError(f"{file}: tensor {name} has dtype {info['dtype']}; supported: "
+                       f"{sorted(_SAFETENSORS_DTYPES)}")
+    start, end = info["data_offsets"]
+    if end > len(data):
+      raise ValueError(f"{file}: tensor {name} ends at byte {end} of {len(data)} (truncated)")
+    dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<")
+    tensors[name] = np.frombuffer(data[start:end], dtype=dtype).reshape(info["shape"]).copy()
+  return tensors
+
+
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
-  """All tensors of `<path>/model.safetensors` or of the shards its index file lists."""
+  """All tensors of `<path>/model.safetensors` or of the shards its index file lists, in their
+  stored dtypes (float32, float16 or bfloat16 ...; see load_safetensors)."""
   single = os.path.join(path, "model.safetensors")
   index = os.path.join(path, "model.safetensors.index.json")
   if os.path.isfile(single):
-    return load_file(single)
+    return load_safetensors(single)
   if os.path.isfile(index):
     with open(index, encoding="utf-8") as f:
       shards = sorted(set(json.load(f)["weight_map"].values()))
     tensors = {}
     for shard in shards:
-      tensors.update(load_file(os.path.join(path, shard)))
+      tensors.update(load_safetensors(os.path.join(path, shard)))
     return tensors
   found = sorted(os.listdir(path))
   raise FileNotFoundError(f"{path} has no model.safetensors (or model.safetensors.index.json); "
