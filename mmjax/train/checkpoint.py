@@ -19,12 +19,14 @@ upgraded (mmjax.train.checkpoint_upgrades) and placed onto the mesh.
 import json
 import logging
 import os
+import time
 from typing import Any, Dict, Mapping, Optional
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from mmjax.parallel import path_to_str
@@ -61,6 +63,19 @@ def read_arrays(item_directory: str, keys=None) -> Dict:
   return ocp.PyTreeCheckpointer().restore(
       item_directory, args=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args,
                                                   partial_restore=True))
+
+
+class MismatchError(ValueError):
+  """A checkpoint that is readable but does not match the current config's train state."""
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint step directory whose files cannot be read (truncated, missing, half-written)."""
+
+  def __init__(self, directory: str, step: int, cause: BaseException):
+    super().__init__(f"checkpoint {directory}/{step} is unreadable: {type(cause).__name__}: "
+                     f"{str(cause)[:500]}")
+    self.step = step
 
 
 class _StepIndex:
@@ -176,6 +191,7 @@ class Checkpointer(_StepIndex):
           keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_every, enable_async_checkpointing=async_save, create=True,
+        cleanup_tmp_directories=True,  # leftovers of an interrupted save never block a restart
         preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
         # best_fn makes Orbax store the metrics passed to save(); which steps are kept is
         # decided by the preservation policy above alone.
@@ -205,20 +221,70 @@ class Checkpointer(_StepIndex):
       raise FileNotFoundError(f"{self.directory}: no checkpoint for step {step}; available: "
                               f"{self.all_steps()}")
     item_directory = os.path.join(self.directory, str(step), "state")
-    saved = flat_paths(item_metadata(item_directory))
-    if set(saved) == set(flat_paths(abstract_state)):
-      items = {"state": ocp.args.StandardRestore(abstract_state)}
-      if data_iterator is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-      try:
+    try:
+      saved = flat_paths(item_metadata(item_directory))
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpointError(self.directory, step, e) from e
+    expected = flat_paths(abstract_state)
+    try:
+      if set(saved) == set(expected):
+        for path, target in expected.items():  # a config change, not a corrupt checkpoint
+          if (tuple(saved[path].shape), np.dtype(saved[path].dtype)) != (
+              tuple(target.shape), np.dtype(target.dtype)):
+            raise self._mismatch(step, f"{path}: checkpoint {tuple(saved[path].shape)} "
+                                 f"{saved[path].dtype}, current {tuple(target.shape)} "
+                                 f"{target.dtype}")
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+          items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
-      except ValueError as e:
-        raise self._mismatch(step, str(e)[:2000]) from e
-    state = self._restore_upgraded(step, item_directory, abstract_state)
-    if data_iterator is not None:
-      self._manager.restore(step, args=ocp.args.Composite(
-          data=grain.checkpoint.CheckpointRestore(data_iterator)))
-    return state
+      state = self._restore_upgraded(step, item_directory, abstract_state)
+      if data_iterator is not None:
+        self._manager.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+      return state
+    except MismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # Paths, shapes and dtypes matched: what fails now is the files themselves.
+      raise CorruptCheckpointError(self.directory, step, e) from e
+
+  def restore_latest(self, abstract_state, data_iterator=None):
+    """(step, state) of the newest readable checkpoint, or None when there is none at all.
+
+    A step directory that cannot be read (truncated or missing files, a half-written save) is
+    moved aside to <workdir>/corrupt_checkpoints/<step>-<time> (not deleted) with a warning,
+    and the next older step is tried. A checkpoint that does not match the config raises
+    MismatchError at once (no fallback: the config, not the file, is wrong). Raises
+    CorruptCheckpointError when checkpoints existed but none was readable."""
+    steps = sorted(self.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return step, self.restore(step, abstract_state, data_iterator)
+      except CorruptCheckpointError as e:
+        moved = self.move_aside(step)
+        log.warning("%s; moved it to %s; falling back to the previous checkpoint", e, moved)
+    if steps:
+      raise CorruptCheckpointError(self.directory, steps[-1], RuntimeError(
+          f"none of the steps {sorted(steps)} was readable; they were moved to "
+          f"{self.corrupt_directory}"))
+    return None
+
+  @property
+  def corrupt_directory(self) -> str:
+    return os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+
+  def move_aside(self, step: int) -> str:
+    """Moves <directory>/<step> to corrupt_directory (process 0; all processes then agree on
+    the steps that remain). Returns the new path."""
+    target = os.path.join(self.corrupt_directory, f"{step}-{int(time.time())}")
+    if jax.process_index() == 0:
+      os.makedirs(self.corrupt_directory, exist_ok=True)
+      os.replace(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"mmjax_move_aside_{step}")
+    self._manager.reload()
+    return target
 
   def _restore_upgraded(self, step: int, item_directory: str, abstract_state):
     """Host read -> layout upgrades -> placement onto `abstract_state`'s shardings."""
@@ -241,8 +307,8 @@ class Checkpointer(_StepIndex):
                             target.sharding)
     return jax.tree_util.tree_map_with_path(place, abstract_state)
 
-  def _mismatch(self, step: int, detail: str) -> ValueError:
-    return ValueError(
+  def _mismatch(self, step: int, detail: str) -> "MismatchError":
+    return MismatchError(
         f"{self.directory}/{step} does not match the train state of the current config (a "
         "changed model, optimizer or data setting?): start a new --workdir or restore with the "
         f"config it was trained with. {detail}")

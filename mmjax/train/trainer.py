@@ -149,14 +149,14 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False
   train_iter = iter(task.train_dataset(local_batch, config.seed, jax.process_index(),
                                        jax.process_count()))
   checkpointer = checkpointer_for(config, workdir)
-  latest = checkpointer.latest_step()
-  if latest is not None:
+  if checkpointer.latest_step() is not None:
     snapshot.check_resume(config, workdir, allow_config_change)
   else:
     snapshot.write(config, workdir)
-  if latest is not None:
-    state = checkpointer.restore(latest, abstract_like(state, shardings), train_iter)
-    log.info("resumed from %s at step %d", checkpointer.directory, latest)
+  restored = checkpointer.restore_latest(abstract_like(state, shardings), train_iter)
+  if restored is not None:
+    state = restored[1]
+    log.info("resumed from %s at step %d", checkpointer.directory, restored[0])
   else:
     state = _load_initial_weights(config, task, state, shardings)
 
@@ -356,8 +356,14 @@ def restore_for_eval(config, workdir: str, checkpoint="latest"):
   abstract, shardings = abstract_train_state(task, tx, mesh, config.sharding_rules, config.seed)
   checkpointer = checkpointer_for(config, workdir, save_every=1, keep=1_000_000)
   try:
-    step = checkpointer.resolve_step(checkpoint)
-    state = checkpointer.restore(step, abstract_like(abstract, shardings))
+    if str(checkpoint or "latest") == "latest":  # falls back past unreadable steps
+      restored = checkpointer.restore_latest(abstract_like(abstract, shardings))
+      if restored is None:
+        raise FileNotFoundError(f"no checkpoint under {checkpointer.directory}")
+      step, state = restored
+    else:
+      step = checkpointer.resolve_step(checkpoint)
+      state = checkpointer.restore(step, abstract_like(abstract, shardings))
   finally:
     checkpointer.close()
   return task, state, shardings, mesh, step
