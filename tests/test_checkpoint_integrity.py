@@ -5,6 +5,7 @@ to the newest good step; leftovers of an interrupted save never block a restart;
 
 import glob
 import os
+import shutil
 
 import pytest
 from conftest import load_config
@@ -17,11 +18,24 @@ from mmjax.train.trainer import restore_for_eval
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-def _run(workdir, total_steps):
+def _config(total_steps):
   config = load_config("ytb8m", "tiny")
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = total_steps, 0, 4
   config.best_metric = ""
-  return config, train_and_evaluate(config, str(workdir))
+  return config
+
+
+@pytest.fixture(scope="module")
+def eight_steps(cache_dir, tmp_path_factory):
+  """A run of 8 steps with checkpoints 4 and 8; tests damage copies of it."""
+  workdir = tmp_path_factory.mktemp("eight_steps")
+  train_and_evaluate(_config(8), str(workdir))
+  return workdir
+
+
+def _copy(run, tmp_path):
+  shutil.copytree(run, tmp_path / "run")
+  return tmp_path / "run"
 
 
 def _truncate_largest_data_file(step_dir):
@@ -37,33 +51,32 @@ def _remove_metadata(step_dir):
 
 
 @pytest.mark.parametrize("damage", [_truncate_largest_data_file, _remove_metadata])
-def test_a_damaged_latest_checkpoint_falls_back_and_is_moved_aside(damage, cache_dir, tmp_path):
-  config, _ = _run(tmp_path, 8)  # checkpoints 4 and 8
-  damage(str(tmp_path / "checkpoints" / "8"))
-  config.total_steps = 12
-  train_and_evaluate(config, str(tmp_path))  # resumes from 4, trains to 12
-  moved = os.listdir(tmp_path / "corrupt_checkpoints")
+def test_a_damaged_latest_checkpoint_falls_back_and_is_moved_aside(damage, eight_steps, tmp_path):
+  workdir = _copy(eight_steps, tmp_path)
+  damage(str(workdir / "checkpoints" / "8"))
+  config = _config(12)
+  train_and_evaluate(config, str(workdir))  # resumes from 4, trains to 12
+  moved = os.listdir(workdir / "corrupt_checkpoints")
   assert len(moved) == 1 and moved[0].startswith("8-")
-  steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  steps = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
   assert steps[-1] == 12 and 8 in steps  # step 8 trained again from the good step 4
-  assert restore_for_eval(config, str(tmp_path))[4] == 12
+  assert restore_for_eval(config, str(workdir))[4] == 12
 
 
-def test_eval_latest_falls_back_but_an_explicit_bad_step_is_an_error(cache_dir, tmp_path):
-  config, _ = _run(tmp_path, 8)
-  _truncate_largest_data_file(str(tmp_path / "checkpoints" / "8"))
+def test_eval_latest_falls_back_but_an_explicit_bad_step_is_an_error(eight_steps, tmp_path):
+  workdir, config = _copy(eight_steps, tmp_path), _config(8)
+  _truncate_largest_data_file(str(workdir / "checkpoints" / "8"))
   with pytest.raises(CorruptCheckpointError, match=r"checkpoints/8 is unreadable"):
-    restore_for_eval(config, str(tmp_path), 8)
-  assert restore_for_eval(config, str(tmp_path), "latest")[4] == 4
-  assert os.listdir(tmp_path / "corrupt_checkpoints")[0].startswith("8-")
+    restore_for_eval(config, str(workdir), 8)
+  assert restore_for_eval(config, str(workdir), "latest")[4] == 4
+  assert os.listdir(workdir / "corrupt_checkpoints")[0].startswith("8-")
 
 
-def test_leftovers_of_an_interrupted_save_do_not_block_a_restart(cache_dir, tmp_path):
-  config, _ = _run(tmp_path, 4)
-  leftover = tmp_path / "checkpoints" / "8.orbax-checkpoint-tmp-1234567"
+def test_leftovers_of_an_interrupted_save_do_not_block_a_restart(eight_steps, tmp_path):
+  workdir, config = _copy(eight_steps, tmp_path), _config(12)
+  leftover = workdir / "checkpoints" / "12.orbax-checkpoint-tmp-1234567"
   (leftover / "state").mkdir(parents=True)
   (leftover / "state" / "half_written").write_bytes(b"\0" * 100)
-  config.total_steps = 8
-  train_and_evaluate(config, str(tmp_path))
-  assert restore_for_eval(config, str(tmp_path))[4] == 8
+  train_and_evaluate(config, str(workdir))
+  assert restore_for_eval(config, str(workdir))[4] == 12
   assert not leftover.exists()
