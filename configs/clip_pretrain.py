@@ -19,7 +19,7 @@ caption per row (keys data.image_key / data.caption_key).
 
 import ml_collections
 
-from mmjax.config_files import load_sibling
+from mmjax.config_files import apply_variants, load_sibling, set_keys
 from mmjax.models.clip.sharding import PARTITION_RULES
 
 defaults = load_sibling(__file__, "defaults")
@@ -55,21 +55,21 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic = ml_collections.ConfigDict(dict(directory="", num_train=2000,
                                                          num_eval=256, seed=0))
 
-  return defaults.apply_variants(config, variants, VARIANTS, __file__)
+  return apply_variants(config, variants, VARIANTS, __file__)
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
   """Seconds on a laptop CPU (tests)."""
-  defaults.set_keys(config, total_steps=6, batch_size=16, eval_batch_size=16, log_every_steps=3,
+  set_keys(config, total_steps=6, batch_size=16, eval_batch_size=16, log_every_steps=3,
                     eval_every_steps=0, checkpoint_every_steps=3)
-  defaults.set_keys(config.data.synthetic, num_train=64, num_eval=32)
+  set_keys(config.data.synthetic, num_train=64, num_eval=32)
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
   """ViT-B/32 at CLIP's 224 px, batch 256."""
   config.model.preset = "ViT-B/32"
   config.data.image_size = 224
-  defaults.set_keys(config, batch_size=256, total_steps=100_000, eval_every_steps=5000,
+  set_keys(config, batch_size=256, total_steps=100_000, eval_every_steps=5000,
                     checkpoint_every_steps=2000)
 
 

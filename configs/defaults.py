@@ -1,15 +1,17 @@
-"""Trainer defaults shared by every config in this folder, and the variant mechanism.
+"""Trainer defaults shared by every config in this folder (values only; the mechanics of loading
+configs and combining variants are in mmjax.config_files).
 
 A config file starts from `trainer_config(task=...)`, sets its own data and model keys,
 declares its variants (functions that edit the config in place, e.g. with `set_keys`), and ends
 with `apply_variants`:
 
-  defaults = load_sibling(__file__, "defaults")   # mmjax.config_files
+  from mmjax.config_files import apply_variants, load_sibling, set_keys
+  defaults = load_sibling(__file__, "defaults")
   VARIANTS = {"tiny": _tiny, "paper": _paper}      # name -> function(config) editing it in place
   def get_config(variants=""):
     config = defaults.trainer_config(task="youtube8m", total_steps=1000)
     ...
-    return defaults.apply_variants(config, variants, VARIANTS, __file__)
+    return apply_variants(config, variants, VARIANTS, __file__)
 
 Variants combine with commas and apply left to right: `--config=configs/ytb8m.py:paper,netvlad`.
 An unknown name fails with the list of valid ones.
@@ -36,9 +38,11 @@ Keys of every config (mmjax.train reads them; see docs/architecture.md):
                            with an error (0: stop at the first)
 """
 
-from typing import Callable, Dict
+from typing import Dict
 
 import ml_collections
+
+from mmjax.config_files import update_keys
 
 
 def optimizer_config(**values) -> ml_collections.ConfigDict:
@@ -57,7 +61,7 @@ def optimizer_config(**values) -> ml_collections.ConfigDict:
       reduce_on_plateau=False, plateau_metric="eval/loss", plateau_patience=2,
       plateau_factor=0.1, plateau_threshold=1e-4, gradient_transforms=(),
       weight_transforms=()))
-  _update(config, values, "optimizer_config")
+  update_keys(config, values, "optimizer_config")
   return config
 
 
@@ -94,34 +98,5 @@ def trainer_config(**values) -> ml_collections.ConfigDict:
       init_from=(), max_nonfinite_steps=0))
   config.evals = eval_splits()
   config.optimizer = optimizer_config()
-  _update(config, values, "trainer_config")
+  update_keys(config, values, "trainer_config")
   return config
-
-
-def set_keys(config: ml_collections.ConfigDict, **values) -> None:
-  """Sets existing keys of `config` (the whole config or a section, e.g. config.data.synthetic)
-  in place, as variants do; an unknown key raises KeyError instead of adding a new one."""
-  _update(config, values, "set_keys")
-
-
-def apply_variants(config: ml_collections.ConfigDict, spec: str,
-                   variants: Dict[str, Callable[[ml_collections.ConfigDict], None]],
-                   config_file: str) -> ml_collections.ConfigDict:
-  """Applies the comma-separated variants of `spec` (the text after ':' in --config) in order,
-  then locks the config. An unknown name raises ValueError listing the valid ones."""
-  names = [name.strip() for name in (spec or "").split(",") if name.strip()]
-  unknown = [name for name in names if name not in variants]
-  if unknown:
-    raise ValueError(f"{config_file}: unknown variant(s) {unknown}; valid variants: "
-                     f"{sorted(variants)}; combine them with commas, e.g. --config=FILE:tiny,paper")
-  for name in names:
-    variants[name](config)
-  config.lock()
-  return config
-
-
-def _update(config: ml_collections.ConfigDict, values: Dict, what: str) -> None:
-  for key, value in values.items():
-    if key not in config:
-      raise KeyError(f"{what}: unknown key {key!r}; known: {sorted(config.keys())}")
-    config[key] = value

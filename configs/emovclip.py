@@ -22,7 +22,7 @@ Usage:
 
 import ml_collections
 
-from mmjax.config_files import load_sibling
+from mmjax.config_files import apply_variants, load_sibling, set_keys
 from mmjax.models.clip.sharding import PARTITION_RULES
 
 defaults = load_sibling(__file__, "defaults")
@@ -61,22 +61,22 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic = ml_collections.ConfigDict(dict(
       directory="", num_train=480, num_eval=120, min_frames=4, max_frames=12, seed=0))
 
-  return defaults.apply_variants(config, variants, VARIANTS, __file__)
+  return apply_variants(config, variants, VARIANTS, __file__)
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
   """Seconds on a laptop CPU (tests)."""
-  defaults.set_keys(config, total_steps=6, batch_size=8, eval_batch_size=8, log_every_steps=3,
+  set_keys(config, total_steps=6, batch_size=8, eval_batch_size=8, log_every_steps=3,
                     eval_every_steps=0, checkpoint_every_steps=3)
-  defaults.set_keys(config.data.synthetic, num_train=24, num_eval=12, max_frames=6)
+  set_keys(config.data.synthetic, num_train=24, num_eval=12, max_frames=6)
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
   """ViT-B/32 shapes, N = 4 prompts in all D = 12 layers, Adam 3e-4, batch 64, 8 frames."""
-  defaults.set_keys(config.model, preset="ViT-B/32", prompt_depth=12)
-  defaults.set_keys(config.data, image_size=224, num_frames=8)
+  set_keys(config.model, preset="ViT-B/32", prompt_depth=12)
+  set_keys(config.data, image_size=224, num_frames=8)
   config.optimizer.learning_rate = 3e-4
-  defaults.set_keys(config, batch_size=64, total_steps=3000, eval_every_steps=500,
+  set_keys(config, batch_size=64, total_steps=3000, eval_every_steps=500,
                     checkpoint_every_steps=500)
 
 

@@ -24,7 +24,7 @@ to `data.synthetic.directory` (default: ~/.cache/mmjax, or $MMJAX_CACHE) and reu
 
 import ml_collections
 
-from mmjax.config_files import load_sibling
+from mmjax.config_files import apply_variants, load_sibling, set_keys
 
 defaults = load_sibling(__file__, "defaults")
 
@@ -91,7 +91,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.netvlad.hidden_size = 512
   config.model.netvlad.context_gating = True
 
-  return defaults.apply_variants(config, variants, VARIANTS, __file__)
+  return apply_variants(config, variants, VARIANTS, __file__)
 
 
 def _netvlad(config: ml_collections.ConfigDict) -> None:
@@ -109,24 +109,24 @@ def _make_paper(config: ml_collections.ConfigDict) -> None:
   Adam 2e-4, batch 128, 300 frames, <= 10 epochs of 3,888,919 videos (303,822 steps), LR
   reduced on plateau with patience 2. The paper does not give its Transformer sizes; these are
   a moderate choice."""
-  defaults.set_keys(config, batch_size=128, eval_batch_size=512, total_steps=10 * 3_888_919 // 128,
+  set_keys(config, batch_size=128, eval_batch_size=512, total_steps=10 * 3_888_919 // 128,
                     log_every_steps=500, eval_every_steps=30_000, checkpoint_every_steps=5_000)
-  defaults.set_keys(config.data, num_threads=8, prefetch_batches=4)
+  set_keys(config.data, num_threads=8, prefetch_batches=4)
   config.model.fusion_hidden = 1024
-  defaults.set_keys(config.model.transformer, d_model=256, num_heads=8, num_layers=2, mlp_dim=1024)
+  set_keys(config.model.transformer, d_model=256, num_heads=8, num_layers=2, mlp_dim=1024)
   config.model.netvlad.hidden_size = 1024
 
 
 def _make_tiny(config: ml_collections.ConfigDict) -> None:
   """A few seconds on a laptop CPU: tiny model, tiny synthetic data, few steps."""
-  defaults.set_keys(config, total_steps=8, batch_size=8, eval_batch_size=8, log_every_steps=2,
+  set_keys(config, total_steps=8, batch_size=8, eval_batch_size=8, log_every_steps=2,
                     eval_every_steps=8, checkpoint_every_steps=4)
-  defaults.set_keys(config.data, max_frames=24, num_classes=64, num_threads=1)
-  defaults.set_keys(config.data.synthetic, num_train=64, num_eval=24, num_labelled_classes=12,
+  set_keys(config.data, max_frames=24, num_classes=64, num_threads=1)
+  set_keys(config.data.synthetic, num_train=64, num_eval=24, num_labelled_classes=12,
                     min_frames=4, max_frames=24, num_shards=2)
   config.model.fusion_hidden = 32
-  defaults.set_keys(config.model.transformer, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
-  defaults.set_keys(config.model.netvlad, clusters=(8, 4), hidden_size=32)
+  set_keys(config.model.transformer, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
+  set_keys(config.model.netvlad, clusters=(8, 4), hidden_size=32)
 
 
 VARIANTS = {"tiny": _make_tiny, "paper": _make_paper, "netvlad": _netvlad, "early": _early}

@@ -1,4 +1,5 @@
-"""Loading config files' shared modules by path.
+"""Config-file mechanics: loading a config folder's shared module by path, setting existing
+keys, and combining variants.
 
 Config files (configs/*.py) are loaded by path by ml_collections (`--config=configs/ytb8m.py`),
 so the folder is not on sys.path; `load_sibling(__file__, "defaults")` imports
@@ -9,6 +10,9 @@ import importlib.util
 import os
 import sys
 import types
+from typing import Callable, Dict
+
+import ml_collections
 
 
 def load_sibling(config_file: str, name: str) -> types.ModuleType:
@@ -29,3 +33,34 @@ def load_sibling(config_file: str, name: str) -> types.ModuleType:
       del sys.modules[module_name]
       raise
   return module
+
+
+def update_keys(config: ml_collections.ConfigDict, values: Dict, what: str) -> None:
+  """Sets existing keys of `config` from `values`; an unknown key raises KeyError naming `what`
+  and the known keys."""
+  for key, value in values.items():
+    if key not in config:
+      raise KeyError(f"{what}: unknown key {key!r}; known: {sorted(config.keys())}")
+    config[key] = value
+
+
+def set_keys(config: ml_collections.ConfigDict, **values) -> None:
+  """Sets existing keys of `config` (the whole config or a section, e.g. config.data.synthetic)
+  in place, as variants do; an unknown key raises KeyError instead of adding a new one."""
+  update_keys(config, values, "set_keys")
+
+
+def apply_variants(config: ml_collections.ConfigDict, spec: str,
+                   variants: Dict[str, Callable[[ml_collections.ConfigDict], None]],
+                   config_file: str) -> ml_collections.ConfigDict:
+  """Applies the comma-separated variants of `spec` (the text after ':' in --config) in order,
+  then locks the config. An unknown name raises ValueError listing the valid ones."""
+  names = [name.strip() for name in (spec or "").split(",") if name.strip()]
+  unknown = [name for name in names if name not in variants]
+  if unknown:
+    raise ValueError(f"{config_file}: unknown variant(s) {unknown}; valid variants: "
+                     f"{sorted(variants)}; combine them with commas, e.g. --config=FILE:tiny,paper")
+  for name in names:
+    variants[name](config)
+  config.lock()
+  return config

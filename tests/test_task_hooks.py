@@ -21,7 +21,7 @@ from mmjax import parallel
 from mmjax.tasks import get_task
 from mmjax.train import evaluate_checkpoint, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.steps import abstract_train_state
+from mmjax.train.steps import abstract_train_state, create_train_state, make_train_step
 from mmjax.train.trainer import build_optimizer_for, restore_for_eval
 
 
@@ -101,7 +101,25 @@ def test_task_state_after_evaluation_hook_and_both_transform_sides(two_split_run
   # The EMA follows the params (update_task_state ran every step) but lags them.
   ema, now = task_state["ema"]["classifier"]["kernel"], params["classifier"]["kernel"]
   assert 0 < np.abs(ema - now).max() < np.abs(now).max()
-  assert EMA_DECAY == 0.9
+
+
+def test_the_train_step_updates_task_state_from_the_new_params(cache_dir):
+  """One jitted step: ema_1 = d * ema_0 + (1 - d) * params_1, with params_1 the updated ones."""
+  config = hooked_config(load_config)
+  task = get_task(config)
+  task.prepare(lambda *_: None)
+  mesh = parallel.make_mesh(config.mesh)
+  tx = build_optimizer_for(config, task)
+  state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
+  ema_0 = jax.tree.map(np.asarray, state.task_state["ema"])
+  batch = next(iter(task.train_dataset(config.batch_size, config.seed, 0, 1)))
+  state, _ = make_train_step(task, tx, mesh, shardings)(state, parallel.global_batch(batch, mesh))
+  params_1 = jax.tree.map(np.asarray, state.params)
+  expected = jax.tree.map(lambda e, p: EMA_DECAY * e + (1 - EMA_DECAY) * p, ema_0, params_1)
+  for got, want in zip(jax.tree.leaves(jax.tree.map(np.asarray, state.task_state["ema"])),
+                       jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  assert not np.array_equal(jax.tree.leaves(params_1)[0], jax.tree.leaves(ema_0)[0])
 
 
 def test_task_state_is_partitioned_by_the_parameter_rules(cache_dir):

@@ -27,7 +27,11 @@ from mmjax.tasks.data_task import DataModuleTask
 
 @register("emovclip")
 class EmoVClipTask(DataModuleTask):
-  """See mmjax.tasks.Task for the interface."""
+  """Video emotion classification with a prompt-tuned CLIP (mmjax.tasks.Task).
+
+  Batch: pixel_values [B, T, H, W, 3] (CLIP-normalized frames), label [B] int32, weight [B].
+  Model output: logits [B, K] over the K class prompts; predictions softmax [B, K].
+  """
 
   evaluator_keys = ("label", "weight")
   data_module = labelled_video

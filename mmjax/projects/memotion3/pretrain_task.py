@@ -20,7 +20,11 @@ from mmjax.tasks.data_task import DataModuleTask
 
 @register("clip_pretrain")
 class ClipPretrainTask(DataModuleTask):
-  """See mmjax.tasks.Task for the interface."""
+  """CLIP contrastive pretraining on image-text pairs (mmjax.tasks.Task).
+
+  Batch: input_ids / attention_mask [B, L] int32, pixel_values [B, H, W, 3], weight [B].
+  Model output: Clip's outputs; the loss is symmetric cross-entropy over the global batch.
+  """
 
   evaluator_keys = ("input_ids", "weight")
   data_module = image_text

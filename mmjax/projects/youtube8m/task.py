@@ -17,7 +17,11 @@ from mmjax.tasks.data_task import DataModuleTask
 
 @register("youtube8m")
 class Youtube8mTask(DataModuleTask):
-  """See mmjax.tasks.Task for the interface."""
+  """Multi-label video categorization (mmjax.tasks.Task).
+
+  Batch: rgb [B, T, 1024] and audio [B, T, 128] float32 (dequantized), mask [B, T], labels
+  [B, C] multi-hot, weight [B]. Model output: logits [B, C]; predictions sigmoid [B, C].
+  """
 
   evaluator_keys = ("labels", "weight")
   data_module = pipeline
