@@ -1,5 +1,6 @@
 """The main job end to end through launch/train.py and launch/eval.py (tiny config, subprocesses):
-exact resume after SIGKILL, clean SIGTERM preemption, eval on another device count, logs."""
+exact resume after SIGKILL, preemption by SIGTERM while waiting for data and by SIGINT during
+an evaluation, eval on another device count, logs."""
 
 import json
 import os
@@ -9,6 +10,9 @@ import subprocess
 import pytest
 from conftest import load_config
 from helpers import runs
+from helpers.signalling_task import ENV
+
+from mmjax.train import PREEMPTED_EXIT_CODE
 
 # Evaluations at 16/32/48 feed the plateau rule, so resumed runs must restore its state too.
 STEPS = ("--config.total_steps=48", "--config.checkpoint_every_steps=4",
@@ -73,15 +77,28 @@ def test_sigkill_then_restart_ends_with_identical_parameters(reference_run, cach
   assert _logged(workdir) == reference_run[4]
 
 
-def test_sigterm_saves_and_exits_cleanly_then_resumes(reference_run, cache_dir, tmp_path):
+def _signalled_run(cache_dir, workdir, signal_spec):
+  """launch/train.py with the fault-injecting task (tests/helpers/signalling_task.py)."""
+  command = runs.signalled_command(workdir, *STEPS)
+  environment = dict(runs.env(cache_dir), **({ENV: signal_spec} if signal_spec else {}))
+  return subprocess.run(command, env=environment, cwd=runs.ROOT, capture_output=True, text=True,
+                        timeout=600, check=False)
+
+
+def _saved_steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+def test_sigterm_while_waiting_for_data_saves_exits_75_then_resumes(reference_run, cache_dir,
+                                                                      tmp_path):
   workdir = str(tmp_path)
-  returncode, stderr = _interrupted_run(cache_dir, workdir, signal.SIGTERM, at_step=4)
-  assert returncode == 0, stderr[-3000:]
-  assert "preemption signal" in stderr
-  saved = max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  assert 4 <= saved < 48
-  result = runs.run(runs.script_command("train.py", workdir, *STEPS), runs.env(cache_dir))
-  assert f"resumed from {os.path.join(workdir, 'checkpoints')} at step {saved}" in result.stderr
+  result = _signalled_run(cache_dir, workdir, "SIGTERM@train:7")
+  assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-3000:]
+  assert "received SIGTERM" in result.stderr and "preemption signal" in result.stderr
+  assert _saved_steps(workdir)[-1] == 7  # the step whose batch the trainer was waiting for
+  result = _signalled_run(cache_dir, workdir, None)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resumed from {os.path.join(workdir, 'checkpoints')} at step 7" in result.stderr
   runs.assert_trees_equal(runs.final_params(load_config("ytb8m", "tiny"), workdir)[1],
                           reference_run[3])
   # Same rows; a preemption between two log steps makes the first train row after the resume
@@ -90,6 +107,25 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(reference_run, cache_dir, 
   assert [row[:2] for row in logged] == [row[:2] for row in reference]
   assert [row for row in logged if row[1] == "eval"] == [
       row for row in reference if row[1] == "eval"]
+
+
+def test_sigint_during_evaluation_saves_then_resume_redoes_the_evaluation(reference_run,
+                                                                         cache_dir, tmp_path):
+  workdir = str(tmp_path)
+  result = _signalled_run(cache_dir, workdir, "SIGINT@eval:2:1")  # the evaluation of step 16
+  assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-3000:]
+  assert "received SIGINT" in result.stderr and "evaluation to be redone" in result.stderr
+  assert _saved_steps(workdir)[-1] == 16
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "16", "pending_evaluation"))
+  result = _signalled_run(cache_dir, workdir, None)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "step 16: its evaluation was interrupted by a preemption" in result.stderr
+  assert not os.path.isdir(os.path.join(workdir, "checkpoints", "16", "pending_evaluation"))
+  runs.assert_trees_equal(runs.final_params(load_config("ytb8m", "tiny"), workdir)[1],
+                          reference_run[3])
+  assert _logged(workdir) == reference_run[4]  # the interrupted evaluation was logged once
+  # The redone evaluation ranks step 16 for the best checkpoint like the uninterrupted run.
+  assert _saved_steps(workdir) == _saved_steps(reference_run[0])
 
 
 def test_eval_restores_onto_four_devices(reference_run, cache_dir):

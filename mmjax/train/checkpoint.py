@@ -19,6 +19,7 @@ upgraded (mmjax.train.checkpoint_upgrades) and placed onto the mesh.
 import json
 import logging
 import os
+import re
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -33,6 +34,7 @@ from mmjax.parallel import path_to_str
 from mmjax.train import checkpoint_upgrades
 
 BEST_MODES = ("max", "min")
+PENDING_EVALUATION = "pending_evaluation"  # item of a step saved during its evaluation
 log = logging.getLogger("mmjax")
 
 
@@ -63,6 +65,36 @@ def read_arrays(item_directory: str, keys=None) -> Dict:
   return ocp.PyTreeCheckpointer().restore(
       item_directory, args=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args,
                                                   partial_restore=True))
+
+
+_DATA_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")  # grain's per-process iterator state
+
+
+def remap_iterator_states(states, count: int):
+  """The iterator state of every one of `count` processes continuing the global stream where the
+  saved processes' iterators (`states`, one per saved process, in process order) stopped.
+
+  The training pipelines (mmjax.data.sharded_stream) cut one global stream into global batches,
+  process p reading the p-th block of each; a state is {'next_index': n}, the number of stream
+  positions the process consumed. With m saved processes at n each, the global position is
+  n * m, and each of `count` new processes resumes at n * m / count: the global batches that
+  follow are exactly those of an uninterrupted run. Processes that skipped bad records can stand
+  at different n; then the furthest one decides (nothing is read twice; a few records are
+  skipped). Returns (state, exact). ValueError when a state has another form or the position
+  does not divide over `count` processes."""
+  if not all(isinstance(s, dict) and set(s) == {"next_index"} and isinstance(s["next_index"], int)
+             for s in states):
+    raise ValueError(f"cannot map the iterator states of {len(states)} processes onto {count} "
+                     f"(expected {{'next_index': int}} per process, got {states[:2]}); resume "
+                     f"with {len(states)} processes")
+  positions = [s["next_index"] for s in states]
+  exact = len(set(positions)) == 1
+  consumed = max(positions) * len(states)
+  if exact and consumed % count:
+    raise ValueError(f"{len(states)} processes consumed {consumed} records, which does not split "
+                     f"over {count} processes; resume with a process count that divides the "
+                     "global batch size")
+  return {"next_index": -(-consumed // count)}, exact
 
 
 class MismatchError(ValueError):
@@ -202,15 +234,32 @@ class Checkpointer(_StepIndex):
       _write_best_metric(self.directory, best_metric, best_mode)
 
   def save(self, step: int, state, data_iterator=None, *, force: bool = False,
-           metrics: Optional[Mapping[str, float]] = None) -> bool:
+           metrics: Optional[Mapping[str, float]] = None,
+           pending_evaluation: bool = False) -> bool:
     """Starts an async save when `step` is on the interval (or `force`); returns whether it did.
-    `metrics` ({name: float}) are stored with the step and rank it for the best checkpoint."""
+    `metrics` ({name: float}) are stored with the step and rank it for the best checkpoint.
+    `pending_evaluation`: the step's evaluation was interrupted (a preemption); the resumed run
+    evaluates it first (see `pending_evaluation`) and saves the step again with its metrics."""
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    if pending_evaluation:
+      items[PENDING_EVALUATION] = ocp.args.JsonSave({"step": int(step)})
     metrics = {k: float(v) for k, v in (metrics or {}).items()} or None
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force,
                               metrics=metrics)
+
+  def pending_evaluation(self, step: int) -> bool:
+    """Whether checkpoint `step` was saved by a preemption during its evaluation."""
+    return os.path.isdir(os.path.join(self.directory, str(step), PENDING_EVALUATION))
+
+  def save_again(self, step: int, state, data_iterator, metrics) -> None:
+    """Replaces checkpoint `step` (saved with a pending evaluation) by `state` with `metrics`;
+    waits for the save. A run killed in between resumes from the previous checkpoint."""
+    self.wait()
+    self._manager.delete(step)
+    self.save(step, state, data_iterator, force=True, metrics=metrics)
+    self.wait()
 
   def restore(self, step: int, abstract_state, data_iterator=None) -> Any:
     """Restores the state at `step` into `abstract_state`'s shapes/shardings; restores the data
@@ -234,14 +283,12 @@ class Checkpointer(_StepIndex):
             raise self._mismatch(step, f"{path}: checkpoint {tuple(saved[path].shape)} "
                                  f"{saved[path].dtype}, current {tuple(target.shape)} "
                                  f"{target.dtype}")
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
-          items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
-      state = self._restore_upgraded(step, item_directory, abstract_state)
+        state = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))["state"]
+      else:
+        state = self._restore_upgraded(step, item_directory, abstract_state)
       if data_iterator is not None:
-        self._manager.restore(step, args=ocp.args.Composite(
-            data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        self._restore_data(step, data_iterator)
       return state
     except MismatchError:
       raise
@@ -285,6 +332,36 @@ class Checkpointer(_StepIndex):
       multihost_utils.sync_global_devices(f"mmjax_move_aside_{step}")
     self._manager.reload()
     return target
+
+  def _restore_data(self, step: int, data_iterator) -> None:
+    """Restores the data iterator of checkpoint `step`: this process's saved state, or, when
+    the checkpoint was written by another number of processes, the states of all of them mapped
+    onto this process (`remap_iterator_states`, with a warning)."""
+    data_directory = os.path.join(self.directory, str(step), "data")
+    count = jax.process_count()
+    saved_counts = sorted({int(m.group(2)) for m in map(_DATA_FILE.fullmatch,
+                                                         os.listdir(data_directory)) if m})
+    if not saved_counts or count in saved_counts:
+      self._manager.restore(step, args=ocp.args.Composite(
+          data=grain.checkpoint.CheckpointRestore(data_iterator)))
+      return
+    saved = saved_counts[-1]
+    states = []
+    for i in range(saved):
+      with open(os.path.join(data_directory, f"process_{i}-of-{saved}.json")) as f:
+        states.append(json.load(f))
+    try:
+      state, exact = remap_iterator_states(states, count)
+    except ValueError as e:
+      raise self._mismatch(step, f"data iterator: {e}") from e
+    data_iterator.set_state(state)
+    if hasattr(data_iterator, "start_prefetch"):
+      data_iterator.start_prefetch()
+    log.warning("checkpoint %s/%d was written by %d processes, this run has %d: the data "
+                "iterator continues from the same global position%s", self.directory, step,
+                saved, count, "" if exact else (
+                    " as nearly as possible (the processes had skipped different numbers of "
+                    "bad records, so a few records are skipped or repeated)"))
 
   def _restore_upgraded(self, step: int, item_directory: str, abstract_state):
     """Host read -> layout upgrades -> placement onto `abstract_state`'s shardings."""

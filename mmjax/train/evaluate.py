@@ -7,7 +7,7 @@ its metrics (plus 'loss', the task loss averaged over the real examples) are log
 
 import logging
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -89,11 +89,14 @@ def check_eval_splits(task, splits: List[EvalSplit], mesh, batch_size: int) -> N
 
 
 def evaluate(task, eval_step, state, mesh, *, batch_size: int, split: EvalSplit = DEFAULT_SPLIT,
-             log_every_batches: int = 20) -> Dict[str, float]:
+             log_every_batches: int = 20,
+             after_batch: Optional[Callable[[], None]] = None) -> Dict[str, float]:
   """Runs `eval_step` over task.eval_dataset(split); returns evaluator.compute() plus 'loss',
   the task loss averaged over all real (weight 1) eval examples.
 
   `batch_size` is global; each process reads batch_size / process_count examples per step.
+  `after_batch` is called after every batch (the trainer's preemption check; it may raise to
+  abandon the evaluation).
   """
   local_batch = batch_size // jax.process_count()
   dataset = task.eval_dataset(local_batch, jax.process_index(), jax.process_count(), split=split)
@@ -105,6 +108,8 @@ def evaluate(task, eval_step, state, mesh, *, batch_size: int, split: EvalSplit 
                                                              parallel.global_batch(local, mesh))
     evaluator.update(jax.tree.map(np.asarray, predictions), jax.tree.map(np.asarray, batch))
     loss_sum, weight_sum = loss_sum + float(batch_loss), weight_sum + float(batch_weight)
+    if after_batch is not None:
+      after_batch()
     if num_batches % log_every_batches == 0:
       log.info("eval split %r: %d batches (%.1f examples/s)", split.name, num_batches,
                num_batches * batch_size / (time.time() - start))
@@ -123,12 +128,14 @@ def format_metrics(metrics: Dict[str, float]) -> str:
 
 
 def evaluate_splits(task, eval_step, state, mesh, splits: List[EvalSplit], writer, step: int,
-                    batch_size: int) -> Dict[str, float]:
+                    batch_size: int, after_batch: Optional[Callable[[], None]] = None
+                    ) -> Dict[str, float]:
   """evaluate() on every split; each split's metrics are logged and written (metrics.jsonl
   record {"step", "split": name, ...}; TensorBoard '<name>/<metric>'). Returns them flat."""
   flat = {}
   for split in splits:
-    metrics = evaluate(task, eval_step, state, mesh, batch_size=batch_size, split=split)
+    metrics = evaluate(task, eval_step, state, mesh, batch_size=batch_size, split=split,
+                       after_batch=after_batch)
     log.info("eval split %r, step %d: %s", split.name, step, format_metrics(metrics))
     writer.write(step, split.name, metrics)
     flat.update({f"{split.name}/{k}": v for k, v in metrics.items()})

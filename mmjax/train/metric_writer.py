@@ -3,8 +3,9 @@
 Only process 0 writes (all processes compute identical global metrics). A training run opens
 the writer with `resume_step` (the step it starts from, 0 for a fresh run): rows of
 metrics.jsonl past that step, written by an earlier run that died before its next checkpoint,
-are dropped, and TensorBoard is told to purge its events past it, so the log of a killed and
-resumed run equals the log of an uninterrupted one.
+are dropped (with `redo_evaluation`, also the rows of an evaluation of that step that a
+preemption interrupted), and TensorBoard is told to purge its events past it, so the log of a
+killed and resumed run equals the log of an uninterrupted one.
 """
 
 import json
@@ -21,18 +22,23 @@ def _to_python(value):
   return value
 
 
-def drop_rows_after(path: str, step: int) -> int:
-  """Rewrites the JSON-lines file `path` without its rows whose "step" is > `step` (atomic
-  rename; a torn last line from a killed writer is dropped too). Returns how many were
-  dropped; 0 and no rewrite when nothing is to drop or the file does not exist."""
+def drop_rows_after(path: str, step: int, evaluations_at_step: bool = False) -> int:
+  """Rewrites the JSON-lines file `path` without its rows whose "step" is > `step` (and, with
+  `evaluations_at_step`, without the evaluation rows of `step` itself: an evaluation that a
+  preemption interrupted and that runs again) by atomic rename; a torn last line from a killed
+  writer is dropped too. Returns how many were dropped; 0 and no rewrite when nothing is to
+  drop or the file does not exist."""
   if not os.path.isfile(path):
     return 0
   kept, dropped = [], 0
   with open(path) as f:
     for line in f:
       try:
-        keep = int(json.loads(line)["step"]) <= step
-      except (ValueError, KeyError, TypeError):
+        row = json.loads(line)
+        row_step = int(row["step"])
+        keep = row_step < step or (row_step == step and not (
+            evaluations_at_step and row.get("split") != "train"))
+      except (ValueError, KeyError, TypeError, AttributeError):
         keep = False  # a torn or foreign line
       if keep:
         kept.append(line if line.endswith("\n") else line + "\n")
@@ -51,14 +57,14 @@ class MetricWriter:
   each scalar as '<split>/<name>' to TensorBoard (tensorboardX, no TensorFlow needed)."""
 
   def __init__(self, workdir: str, enabled: bool = None, tensorboard: bool = True,
-               resume_step: Optional[int] = None):
+               resume_step: Optional[int] = None, redo_evaluation: bool = False):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       if resume_step is not None:
-        drop_rows_after(self.path, resume_step)
+        drop_rows_after(self.path, resume_step, evaluations_at_step=redo_evaluation)
       if tensorboard:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
         purge = None if resume_step is None else resume_step + 1

@@ -3,8 +3,9 @@
 train_and_evaluate(config, workdir) is what launch/train.py calls. Resume: if
 <workdir>/checkpoints has a checkpoint, the state (params, optimizer, step, RNG, task state)
 and the data iterator are restored and training continues to config.total_steps; the result is
-bit-identical to an uninterrupted run. SIGTERM (preemption) saves a checkpoint at the next step
-and returns. A fresh run starts from Task.pretrained_params, then config.init_from.
+bit-identical to an uninterrupted run. SIGTERM or SIGINT on any process (preemption) makes every
+process save the same step and raise Preempted (mmjax.train.preemption). A fresh run starts
+from Task.pretrained_params, then config.init_from.
 
 The trainer reaches a task only through mmjax.tasks.Task (required members and optional hooks);
 where each hook is called: docs/architecture.md.
@@ -13,7 +14,6 @@ where each hook is called: docs/architecture.md.
 import logging
 import math
 import os
-import signal
 import time
 from typing import Dict
 
@@ -35,6 +35,12 @@ from mmjax.train.evaluate import (
 )
 from mmjax.train.metric_writer import MetricWriter
 from mmjax.train.optimizer import build_optimizer
+from mmjax.train.preemption import (
+  PREEMPTED_EXIT_CODE,
+  EvaluationPreempted,
+  Preempted,
+  PreemptionWatcher,
+)
 from mmjax.train.steps import (
   abstract_train_state,
   create_train_state,
@@ -70,28 +76,6 @@ def check_batch_size(name: str, batch_size: int, mesh) -> None:
                      f"{jax.process_count()}, data-axis devices {mesh.shape['data']})")
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop polls (restores the previous handler on exit)."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no signal handling
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def _format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
@@ -124,13 +108,20 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False
   config.evals; returns the last evaluation's metrics as {'<split>/<metric>': value}.
 
   The first start writes <workdir>/config.json; a resume whose config changes a key that is not
-  safe to change (mmjax.train.snapshot) refuses to start unless `allow_config_change`."""
+  safe to change (mmjax.train.snapshot) refuses to start unless `allow_config_change`.
+  SIGTERM/SIGINT: every process saves the same step, then Preempted is raised
+  (mmjax.train.preemption; launch/train.py exits with PREEMPTED_EXIT_CODE)."""
   setup_logging()
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh(config.mesh)
   check_batch_size("batch_size", config.batch_size, mesh)
   check_batch_size("eval_batch_size", config.eval_batch_size, mesh)
+  with PreemptionWatcher(mesh) as watcher:
+    return _train(config, workdir, mesh, watcher, allow_config_change)
+
+
+def _train(config, workdir: str, mesh, watcher, allow_config_change: bool) -> Dict[str, float]:
   splits = eval_splits(config)
   check_metric_name("best_metric", config.get("best_metric", ""), splits)
   if config.optimizer.get("reduce_on_plateau", False):
@@ -154,19 +145,21 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False
   else:
     snapshot.write(config, workdir)
   restored = checkpointer.restore_latest(abstract_like(state, shardings), train_iter)
+  redo_evaluation = False
   if restored is not None:
     state = restored[1]
+    redo_evaluation = checkpointer.pending_evaluation(restored[0])
     log.info("resumed from %s at step %d", checkpointer.directory, restored[0])
   else:
     state = _load_initial_weights(config, task, state, shardings)
 
-  writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)))
-  loop = _Loop(config, task, splits, mesh, shardings, checkpointer, writer,
+  writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)),
+                        redo_evaluation=redo_evaluation)
+  loop = _Loop(config, task, splits, mesh, shardings, checkpointer, writer, watcher,
                train_step=make_train_step(task, tx, mesh, shardings),
                eval_step=make_eval_step(task, mesh, shardings))
   try:
-    with _Preemption() as preemption:
-      return loop.run(state, train_iter, preemption)
+    return loop.run(state, train_iter, redo_evaluation)
   finally:
     checkpointer.wait()
     checkpointer.close()
@@ -189,26 +182,37 @@ def _load_initial_weights(config, task, state, shardings):
 
 
 class _Loop:
-  """The step loop (see train_and_evaluate). Per step: train; log; evaluate every split, then
-  the plateau rule and Task.after_evaluation see the metrics; finiteness check and checkpoint
-  (with the metrics, which rank the best checkpoint); preemption or early-stop exit."""
+  """The step loop (see train_and_evaluate). Per step: train; poll for preemption; log;
+  evaluate every split, then the plateau rule and Task.after_evaluation see the metrics;
+  finiteness check and checkpoint (with the metrics, which rank the best checkpoint); preemption
+  or early-stop exit."""
 
-  def __init__(self, config, task, splits, mesh, shardings, checkpointer, writer, *,
+  def __init__(self, config, task, splits, mesh, shardings, checkpointer, writer, watcher, *,
                train_step, eval_step):
     self.config, self.task, self.splits, self.mesh = config, task, splits, mesh
     self.shardings, self.checkpointer, self.writer = shardings, checkpointer, writer
+    self.watcher = watcher
     self.train_step, self.eval_step = train_step, eval_step
     self.observe_plateau = (make_plateau_observer(config.optimizer, shardings)
                             if config.optimizer.reduce_on_plateau else None)
     self.best_metric = config.get("best_metric", "")
 
-  def run(self, state, train_iter, preemption) -> Dict[str, float]:
+  def run(self, state, train_iter, redo_evaluation: bool = False) -> Dict[str, float]:
+    """Trains from state.step to config.total_steps. `redo_evaluation`: the restored step's
+    evaluation was interrupted by a preemption; it runs first and the step is saved again."""
     config, checkpointer = self.config, self.checkpointer
     first_step, total = int(state.step), config.total_steps
     guard = _NonFiniteGuard(config.get("max_nonfinite_steps", 0), checkpointer)
     window = []  # device losses since the last log (no per-step host sync)
     window_start, window_steps = time.time(), 0
     metrics: Dict[str, float] = {}
+    if redo_evaluation:
+      log.info("step %d: its evaluation was interrupted by a preemption; evaluating it now",
+               first_step)
+      state, metrics, stop = self._evaluate_or_exit(state, first_step)
+      checkpointer.save_again(first_step, state, train_iter, metrics)
+      if stop:
+        return metrics
     if first_step < total:
       log.info("training steps %d..%d, global batch %d", first_step + 1, total, config.batch_size)
     for step in range(first_step + 1, total + 1):
@@ -218,34 +222,55 @@ class _Loop:
       guard.add(step, step_metrics["nonfinite"])
       window_steps += 1
       is_last = step == total
-      preempted = preemption.requested or checkpointer.reached_preemption(step)
+      preempted = self.watcher.poll() or checkpointer.reached_preemption(step)
       if step % config.log_every_steps == 0 or is_last:
         guard.check()
         self._log_train(step, step_metrics, window, guard.take_skipped(), window_steps,
                         time.time() - window_start)
         window, window_start, window_steps = [], time.time(), 0
+      eval_due = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or is_last
       stop = evaluated = False
-      if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
+      if eval_due and not preempted:
         eval_start = time.time()
-        state, metrics, stop = self.evaluate(state, step)
+        state, metrics, stop = self._evaluate_or_exit(state, step, train_iter, guard)
         evaluated = True
         window_start += time.time() - eval_start  # throughput and ETA count training time only
       forced = is_last or preempted or stop or (evaluated and bool(self.best_metric))
       if step % config.checkpoint_every_steps == 0 or forced:
         guard.check()
         if checkpointer.save(step, state, train_iter, force=forced,
-                             metrics=metrics if evaluated else None):
+                             metrics=metrics if evaluated else None,
+                             pending_evaluation=preempted and eval_due):
           log.info("checkpoint: saving step %d (async)", step)
-      if preempted or stop:
-        log.warning("%s: checkpoint of step %d saved; exiting",
-                    "preemption signal" if preempted else "stopped by the task", step)
+      if preempted:
+        self._exit_preempted(step)
+      if stop:
+        log.warning("stopped by the task: checkpoint of step %d saved; exiting", step)
         checkpointer.wait()
         return metrics
-    if first_step >= total:
+    if first_step >= total and not redo_evaluation:
       log.info("already trained to step %d; evaluating", total)
-      metrics = evaluate_splits(self.task, self.eval_step, state, self.mesh, self.splits,
-                                self.writer, total, self.config.eval_batch_size)
+      metrics = self._evaluate_or_exit(state, total)[1]
     return metrics
+
+  def _evaluate_or_exit(self, state, step: int, train_iter=None, guard=None):
+    """evaluate(); when a preemption is agreed during it, saves `state` as step `step` with a
+    pending evaluation (when `train_iter` is given; else the checkpoint exists) and raises
+    Preempted."""
+    try:
+      return self.evaluate(state, step)
+    except EvaluationPreempted:
+      if train_iter is not None:
+        guard.check()
+        self.checkpointer.save(step, state, train_iter, force=True, pending_evaluation=True)
+        log.info("checkpoint: saving step %d (async), its evaluation to be redone", step)
+      self._exit_preempted(step)
+
+  def _exit_preempted(self, step: int):
+    log.warning("preemption signal: checkpoint of step %d saved; exiting with status %d "
+                "(requeue to resume)", step, PREEMPTED_EXIT_CODE)
+    self.checkpointer.wait()
+    raise Preempted(step, self.checkpointer.directory)
 
   def _log_train(self, step, step_metrics, window, skipped, window_steps, elapsed) -> None:
     summary = {k: float(v) for k, v in step_metrics.items() if k != "nonfinite"}
@@ -262,9 +287,11 @@ class _Loop:
 
   def evaluate(self, state, step: int):
     """Every split; then the plateau rule and the task's after-evaluation hook (before the save:
-    a resumed run must see the same state). Returns (state, flat metrics, stop)."""
+    a resumed run must see the same state). Returns (state, flat metrics, stop). Raises
+    EvaluationPreempted when a preemption is agreed between two eval batches."""
     metrics = evaluate_splits(self.task, self.eval_step, state, self.mesh, self.splits,
-                              self.writer, step, self.config.eval_batch_size)
+                              self.writer, step, self.config.eval_batch_size,
+                              after_batch=self.watcher.check)
     if self.best_metric:
       metric_value(metrics, self.best_metric, "best_metric")
     if self.observe_plateau is not None:

@@ -18,6 +18,15 @@ def script_command(script: str, workdir: str, *overrides: str,
           f"--workdir={workdir}", *overrides]
 
 
+def signalled_command(workdir: str, *overrides: str, config: str = "configs/ytb8m.py:tiny"):
+  """script_command('train.py', ...) through tests/helpers/train_signalled.py, with the
+  fault-injecting task 'signalled_youtube8m' (tests/helpers/signalling_task.py)."""
+  tests = os.path.join(ROOT, "tests")
+  return [sys.executable, os.path.join(tests, "helpers", "train_signalled.py"), tests,
+          *script_command("train.py", workdir, *overrides, config=config)[2:],
+          "--config.task=signalled_youtube8m"]
+
+
 def env(cache_dir: str, devices: int = 1) -> dict:
   return dict(os.environ, MMJAX_CACHE=cache_dir, JAX_PLATFORMS="cpu",
               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
