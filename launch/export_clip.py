@@ -4,7 +4,9 @@ Face CLIP directory (config.json + model.safetensors):
   python launch/export_clip.py --config=configs/clip_pretrain.py --workdir=/tmp/clip \
       --output=/tmp/clip_hf [--step=latest|best|N]
 Then `mmjax.models.clip.from_pretrained('/tmp/clip_hf')` or transformers'
-`CLIPModel.from_pretrained('/tmp/clip_hf')` loads it.
+`CLIPModel.from_pretrained('/tmp/clip_hf')` loads it. A run trained on several hosts is exported
+by the same command on each (--coordinator_address, --num_processes, --process_id, or detected on
+a cluster); process 0 writes the directory.
 """
 
 from absl import app, flags
@@ -19,6 +21,7 @@ flags.mark_flag_as_required("output")
 
 def main(argv):
   del argv
+  cli.initialize_distributed()
   from mmjax.train.export import export_checkpoint  # pylint: disable=import-outside-toplevel
   step = export_checkpoint(cli.FLAGS.config, cli.workdir(), flags.FLAGS.output, flags.FLAGS.step)
   print(f"exported step {step} of {cli.workdir()} to {flags.FLAGS.output}")

@@ -14,6 +14,7 @@ from helpers import hf_clip
 from safetensors.numpy import load_file, save_file
 
 from mmjax.models import clip
+from mmjax.models.clip import tokenizer as tokenizer_module
 
 OUTPUTS = ("text_embeds", "image_embeds", "logits_per_image", "logits_per_text")
 
@@ -241,6 +242,55 @@ def test_checkpoint_vocabulary_and_packaged_vocabulary_agree(tmp_path):
   a, b = from_files(texts), packaged(texts)
   np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
   np.testing.assert_array_equal(a["attention_mask"], b["attention_mask"])
+
+
+# Text that NFC normalization changes or keeps whole: decomposed accents (e + U+0301, A + U+030A),
+# the Angstrom sign, CJK, a U+001C separator (Python's \s, not Unicode whitespace).
+NFC_TEXTS = ["cafe\u0301 nai\u0308ve", "A\u030angstro\u0308m \u212b", "猫が好き 我爱北京 한국어",
+             "x\x1cy"]
+# Text that only ftfy changes: ligatures, full-width letters and digits, curly quotes, mojibake.
+FTFY_TEXTS = ["\ufb01ne \ufb02ow", "ＡＢＣ　ｄｅｆ １２３", "\u201ccurly\u201d caf\xc3\xa9"]
+
+
+def _hugging_face_and_ours(tmp_path):
+  """transformers' CLIPTokenizer and ours from the same vocab.json + merges.txt, and ours from
+  the packaged vocabulary."""
+  from transformers import CLIPTokenizer  # pylint: disable=import-outside-toplevel
+  path = _open_clip_vocab_dir(tmp_path)
+  hf = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+  return hf, (clip.load_tokenizer(path), clip.load_tokenizer())
+
+
+def _assert_same_ids(ours, hf, texts, hf_texts):
+  expected = hf(hf_texts, padding="max_length", max_length=77, truncation=True)
+  got = ours(texts)
+  np.testing.assert_array_equal(got["input_ids"], expected["input_ids"], err_msg=ours.source)
+  np.testing.assert_array_equal(got["attention_mask"], expected["attention_mask"])
+
+
+def test_tokenizer_without_ftfy_matches_hugging_face_and_warns_once(tmp_path, monkeypatch,
+                                                                    caplog):
+  hf, tokenizers = _hugging_face_and_ours(tmp_path)
+  monkeypatch.setattr(tokenizer_module, "ftfy", None)
+  tokenizer_module._warn_without_ftfy.cache_clear()  # pylint: disable=protected-access
+  for ours in tokenizers:
+    _assert_same_ids(ours, hf, NFC_TEXTS + FTFY_TEXTS, NFC_TEXTS + FTFY_TEXTS)
+  warnings = [r for r in caplog.records if "ftfy is not installed" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_tokenizer_with_ftfy_is_hugging_face_after_ftfy_fix_text(tmp_path, monkeypatch, caplog):
+  ftfy = pytest.importorskip("ftfy")
+  hf, tokenizers = _hugging_face_and_ours(tmp_path)
+  monkeypatch.setattr(tokenizer_module, "ftfy", ftfy)
+  texts = NFC_TEXTS + FTFY_TEXTS
+  for ours in tokenizers:
+    _assert_same_ids(ours, hf, texts, [ftfy.fix_text(text) for text in texts])
+  # The documented difference from plain Hugging Face (and from the path without ftfy).
+  plain = hf(FTFY_TEXTS, padding="max_length", max_length=77)["input_ids"]
+  for row, ids in zip(plain, tokenizers[1](FTFY_TEXTS)["input_ids"].tolist()):
+    assert row != ids
+  assert not [r for r in caplog.records if "ftfy" in r.getMessage()]
 
 
 def test_tokenizer_errors(tmp_path):

@@ -72,8 +72,15 @@ def check_batch_size(name: str, batch_size: int, mesh) -> None:
   """The global batch must split evenly over processes and over the mesh's data axis."""
   divisor = math.lcm(jax.process_count(), mesh.shape["data"])
   if batch_size % divisor:
-    raise ValueError(f"config.{name}={batch_size} must be divisible by {divisor} (processes "
-                     f"{jax.process_count()}, data-axis devices {mesh.shape['data']})")
+    fitting = [f"('data', {d})" for d in range(mesh.shape["data"], 0, -1)
+               if batch_size % math.lcm(jax.process_count(), d) == 0 and mesh.size % d == 0]
+    raise ValueError(
+        f"config.{name}={batch_size} must be divisible by {divisor} (processes "
+        f"{jax.process_count()}, devices on the mesh's 'data' axis {mesh.shape['data']}): set "
+        f"--config.{name} to a multiple of {divisor}, or give the data axis a size that divides "
+        f"it with --config.mesh (e.g. {fitting[0]} and the other axes taking the remaining "
+        f"devices)" + (" (a resumed run also needs --allow_config_change to change the batch)"
+                       if name == "batch_size" else ""))
 
 
 def _format_eta(seconds: float) -> str:

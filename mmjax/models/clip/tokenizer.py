@@ -8,27 +8,55 @@ Sources, in order:
 Both give `<|startoftext|> tokens <|endoftext|>` padded or truncated to `context_length` (the EOT
 token is kept when truncating) with an attention mask; e.g. "a photo of a cat" ->
 [49406, 320, 1125, 539, 320, 2368, 49407].
+
+Text is cleaned first (`clean_text`). With the optional `ftfy` package installed this is OpenAI's
+reference cleaning (ftfy.fix_text, which NFC-normalizes too). Without it, text is only
+NFC-normalized, exactly as transformers' CLIPTokenizer does (it never uses ftfy): decomposed
+accents (e + U+0301, A + U+030A) and CJK give Hugging Face's ids, but ligatures ("ﬁ"),
+full-width characters ("ＡＢＣ"), curly quotes and mojibake stay unfixed, so such text gets other
+ids than with ftfy or OpenAI's reference (a warning says so once per process). Unlike Hugging
+Face, both sources html-unescape as OpenAI's reference does, and the packaged vocabulary
+lowercases a word-final capital sigma to "ς" as Python does (Hugging Face: "σ").
 """
 
+import functools
 import html
+import logging
 import os
 import re
+import unicodedata
 from typing import Dict, Sequence
 
 import numpy as np
 
+try:
+  import ftfy
+except ImportError:  # optional: see the module docstring
+  ftfy = None
+
 SOT, EOT = 49406, 49407
+# Unicode White_Space, as in transformers' normalizer; Python's \s also matches U+001C-U+001F.
+_WHITESPACE = re.compile(r"[^\S\x1c-\x1f]+")
+log = logging.getLogger("mmjax")
 
 
 def clean_text(text: str) -> str:
-  """OpenAI CLIP's basic + whitespace cleaning: html-unescape (twice), collapse whitespace,
-  strip (ftfy.fix_text first when ftfy is installed); lowercasing is the tokenizer's job."""
-  try:
-    import ftfy  # pylint: disable=import-outside-toplevel
+  """OpenAI CLIP's basic + whitespace cleaning: ftfy.fix_text when ftfy is installed, else NFC
+  normalization (as transformers' CLIPTokenizer; warned about once), then html-unescape (twice),
+  collapse whitespace, strip; lowercasing is the tokenizer's job."""
+  if ftfy is None:
+    _warn_without_ftfy()
+    text = unicodedata.normalize("NFC", text)
+  else:
     text = ftfy.fix_text(text)
-  except ImportError:
-    pass
-  return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
+  return _WHITESPACE.sub(" ", html.unescape(html.unescape(text))).strip(" ")
+
+
+@functools.cache
+def _warn_without_ftfy() -> None:
+  log.warning("ftfy is not installed: CLIP text is NFC-normalized only, as transformers' "
+              "CLIPTokenizer does, so ligatures, full-width characters, curly quotes and "
+              "mojibake tokenize differently from OpenAI's reference (pip install ftfy)")
 
 
 class ClipTokenizer:
