@@ -61,6 +61,8 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.feature_sizes = (1024, 128)
   config.data.max_frames = 300
   config.data.skip_bad_records = False
+  # With skip_bad_records: stop once more than this fraction of the records read are bad.
+  config.data.max_bad_fraction = 0.01
   config.data.num_threads = 2  # grain read threads per process
   config.data.prefetch_batches = 2
   config.data.eval_max_examples = 0  # 0: the whole eval split

@@ -5,6 +5,7 @@ import glob
 import json
 import logging
 import os
+import re
 
 import jax
 import numpy as np
@@ -15,6 +16,7 @@ from mmjax import parallel
 from mmjax.data import tfrecord
 from mmjax.tasks import get_task
 from mmjax.train import NonFiniteLossError, evaluate_checkpoint, train_and_evaluate
+from mmjax.train.bad_records import TooManyBadRecordsError
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.evaluate import EmptySplitError, evaluate
 from mmjax.train.metric_writer import drop_rows_after
@@ -144,30 +146,41 @@ class _ListHandler(logging.Handler):
     self.messages.append(record.getMessage())
 
 
-def test_bad_records_fail_or_are_skipped_and_counted(cache_dir, tmp_path):
+def test_bad_records_fail_or_are_skipped_counted_and_bounded(cache_dir, tmp_path):
   config = load_config("ytb8m", "tiny")
   train_and_evaluate(config, str(tmp_path / "first"))  # writes the synthetic data
   source = sorted(glob.glob(os.path.join(cache_dir, "youtube8m_synthetic_*", "train-*")))[0]
   good = list(tfrecord.iter_tfrecord(source))
   bad_dir = tmp_path / "bad"
   bad_dir.mkdir()
-  tfrecord.write_tfrecord(bad_dir / "train-0.tfrecord", good[:10] + [b"not a proto"] + good[10:])
+  # Every 4th record is not a proto: 1 in 4 of the records read is bad.
+  records = [b"not a proto" if i % 4 == 3 else r for i, r in enumerate(good)]
+  tfrecord.write_tfrecord(bad_dir / "train-0.tfrecord", records)
   config.data.train_pattern = str(bad_dir / "train-*.tfrecord")
   config.data.eval_pattern = os.path.join(os.path.dirname(source), "validate-*")
-  config.total_steps, config.eval_every_steps = 6, 0
-  with pytest.raises(tfrecord.RecordError, match=r"train-0.tfrecord: record 10"):
+  config.total_steps, config.eval_every_steps, config.log_every_steps = 6, 0, 2
+  with pytest.raises(tfrecord.RecordError, match=r"train-0.tfrecord: record \d+"):
     train_and_evaluate(config, str(tmp_path / "strict"))
-  config.data.skip_bad_records = True
+
+  config.data.skip_bad_records, config.data.max_bad_fraction = True, 0.5
   handler = _ListHandler()
   logging.getLogger("mmjax.data").addHandler(handler)
   try:
     train_and_evaluate(config, str(tmp_path / "lenient"))
   finally:
     logging.getLogger("mmjax.data").removeHandler(handler)
-  assert any("skipped bad record (1 so far)" in m and "train-0.tfrecord: record 10" in m
-             for m in handler.messages)
-  records = [json.loads(line) for line in open(tmp_path / "lenient" / "metrics.jsonl")]
-  assert records[-1]["split"] == "eval"
+  # The first five are named (file, record index, reason); the rest are only counted.
+  named = [m for m in handler.messages if m.startswith("skipped bad record")]
+  assert len(named) == 5 and all(re.search(r"train-0.tfrecord: record \d+: ", m) for m in named)
+  rows = [json.loads(line) for line in open(tmp_path / "lenient" / "metrics.jsonl")]
+  windows = [r["bad_records"] for r in rows if r["split"] == "train"]
+  assert len(windows) == 3 and sum(windows) > 5  # 6 steps x 8 examples need > 5 bad skipped
+  assert rows[-1]["split"] == "eval"
+
+  config.data.max_bad_fraction = 0.1
+  with pytest.raises(TooManyBadRecordsError, match=r"training records read in this run were bad "
+                     r"\(2\d\.\d\d% > config.data.max_bad_fraction=0.1\)"):
+    train_and_evaluate(config, str(tmp_path / "bounded"))
 
 
 def test_metric_rows_past_the_resume_step_are_dropped(tmp_path):

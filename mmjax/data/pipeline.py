@@ -122,8 +122,10 @@ class _ReadAndParse:
 
   None is returned for padding entries (file position -1) and, with `skip_bad_records`,
   for bad records (counted in the skip counter); otherwise bad records raise RecordError.
-  Even when skipping, more bad than good records (after `_MIN_BAD_TO_ABORT` bad ones) raise
-  ValueError: that is a wrong config (e.g. id_key), not a few corrupt records.
+  Good records are counted too (the trainer stops at config.data.max_bad_fraction). Even when
+  skipping, more bad than good records (after `_MIN_BAD_TO_ABORT` bad ones) raise ValueError
+  here, since no batch might ever be filled: that is a wrong config (e.g. id_key), not a few
+  corrupt records.
   """
 
   def __init__(self, files: tuple[str, ...], spec: RecordSpec, skip_bad_records: bool,
@@ -133,8 +135,6 @@ class _ReadAndParse:
     self._spec = spec
     self._skip = skip_bad_records
     self._counter = skip_counter
-    self._num_good = 0
-    self._num_bad = 0
 
   def __call__(self, entry: np.ndarray) -> dict | None:
     file_index, record_index, offset, length = (int(v) for v in entry)
@@ -143,16 +143,16 @@ class _ReadAndParse:
     try:
       data = self._reader.read(file_index, record_index, offset, length)
       example = self._spec.parse_raw(data, path=self._files[file_index], index=record_index)
-      self._num_good += 1  # approximate under threads; only used for the sanity check
+      self._counter.add_good()
       return example
     except RecordError as e:
       if not self._skip:
         raise
       self._counter.add(e)
-      self._num_bad += 1
-      if self._num_bad >= _MIN_BAD_TO_ABORT and self._num_bad > self._num_good:
+      bad, good = self._counter.count, self._counter.good
+      if bad >= _MIN_BAD_TO_ABORT and bad > good:
         raise ValueError(
-            f"data.skip_bad_records: {self._num_bad} of the {self._num_bad + self._num_good} "
+            f"data.skip_bad_records: {bad} of the {bad + good} "
             f"records read so far were bad, e.g. {self._counter.examples[:3]}; check "
             "data.level, id_key, labels_key, feature_names, feature_sizes and num_classes "
             "against the files") from e

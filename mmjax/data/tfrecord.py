@@ -326,19 +326,24 @@ def list_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list
 
 
 class SkipCounter:
-  """Thread-safe count of skipped bad records, with the first few reasons.
+  """Thread-safe count of skipped bad records and of good ones, with the first few reasons.
 
-  Each skip is logged as a warning on `logging.getLogger('mmjax.data')`.
+  The first `max_examples` skips are logged one by one as warnings on
+  `logging.getLogger('mmjax.data')` (each names the file, the record and why); later ones are
+  only counted (the trainer writes them per logging window to metrics.jsonl as 'bad_records').
 
   Attributes:
     count: number of records skipped so far (a truncated tail counts once).
+    good: number of records read and parsed successfully (by `add_good`).
     examples: the first `max_examples` error messages (each names the file and record).
   """
 
-  def __init__(self, max_examples: int = 10):
+  def __init__(self, max_examples: int = 5):
     self.max_examples = max_examples
     self.count = 0
+    self.good = 0
     self.examples: list[str] = []
+    self._window_start = (0, 0)
     self._lock = threading.Lock()
 
   def __getstate__(self):
@@ -351,13 +356,31 @@ class SkipCounter:
     self._lock = threading.Lock()
 
   def add(self, error: Exception | str) -> None:
-    """Counts one skipped record and logs `error` (which should name file and record)."""
+    """Counts one skipped record; logs `error` (which should name file and record) if it is
+    among the first `max_examples`."""
     with self._lock:
       self.count += 1
       count = self.count
       if len(self.examples) < self.max_examples:
         self.examples.append(str(error))
-    logging.getLogger("mmjax.data").warning("skipped bad record (%d so far): %s", count, error)
+    logger = logging.getLogger("mmjax.data")
+    if count <= self.max_examples:
+      logger.warning("skipped bad record (%d so far): %s", count, error)
+    if count == self.max_examples:
+      logger.warning("further bad records are counted, not logged one by one ('bad_records' "
+                     "in metrics.jsonl)")
+
+  def add_good(self) -> None:
+    """Counts one record read and parsed successfully."""
+    with self._lock:
+      self.good += 1
+
+  def take_window(self) -> tuple[int, int]:
+    """(bad, good) records since the previous call (since creation for the first)."""
+    with self._lock:
+      bad, good = self.count - self._window_start[0], self.good - self._window_start[1]
+      self._window_start = (self.count, self.good)
+    return bad, good
 
   def __repr__(self) -> str:
     return f"SkipCounter(count={self.count}, examples={self.examples!r})"

@@ -28,7 +28,7 @@ SAFE_TO_CHANGE = (
     "keep_checkpoints", "max_nonfinite_steps", "best_metric", "best_mode", "mesh",
     "sharding_rules", "init_from", "evals", "evals.*", "eval_batch_size",
     "data.num_threads", "data.prefetch_batches", "data.eval_max_examples",
-    "data.skip_bad_records", "data.synthetic.directory", "data.eval_*",
+    "data.skip_bad_records", "data.max_bad_fraction", "data.synthetic.directory", "data.eval_*",
 )
 
 

@@ -25,6 +25,7 @@ from absl import logging as absl_logging
 from mmjax import parallel
 from mmjax.tasks import get_task
 from mmjax.train import init_from, snapshot
+from mmjax.train.bad_records import BadRecordMonitor
 from mmjax.train.checkpoint import Checkpointer, abstract_like
 from mmjax.train.evaluate import (
   check_eval_splits,
@@ -144,8 +145,9 @@ def _train(config, workdir: str, mesh, watcher, allow_config_change: bool) -> Di
   log.info("task %s: %s parameters", config.task, f"{num_params:,}")
 
   local_batch = config.batch_size // jax.process_count()
-  train_iter = iter(task.train_dataset(local_batch, config.seed, jax.process_index(),
-                                       jax.process_count()))
+  train_data = task.train_dataset(local_batch, config.seed, jax.process_index(),
+                                  jax.process_count())
+  train_iter = iter(train_data)
   checkpointer = checkpointer_for(config, workdir)
   if checkpointer.latest_step() is not None:
     snapshot.check_resume(config, workdir, allow_config_change)
@@ -163,6 +165,7 @@ def _train(config, workdir: str, mesh, watcher, allow_config_change: bool) -> Di
   writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)),
                         redo_evaluation=redo_evaluation)
   loop = _Loop(config, task, splits, mesh, shardings, checkpointer, writer, watcher,
+               BadRecordMonitor(train_data, config.data),
                train_step=make_train_step(task, tx, mesh, shardings),
                eval_step=make_eval_step(task, mesh, shardings))
   try:
@@ -194,11 +197,11 @@ class _Loop:
   finiteness check and checkpoint (with the metrics, which rank the best checkpoint); preemption
   or early-stop exit."""
 
-  def __init__(self, config, task, splits, mesh, shardings, checkpointer, writer, watcher, *,
-               train_step, eval_step):
+  def __init__(self, config, task, splits, mesh, shardings, checkpointer, writer, watcher,
+               bad_records, *, train_step, eval_step):
     self.config, self.task, self.splits, self.mesh = config, task, splits, mesh
     self.shardings, self.checkpointer, self.writer = shardings, checkpointer, writer
-    self.watcher = watcher
+    self.watcher, self.bad_records = watcher, bad_records
     self.train_step, self.eval_step = train_step, eval_step
     self.observe_plateau = (make_plateau_observer(config.optimizer, shardings)
                             if config.optimizer.reduce_on_plateau else None)
@@ -286,6 +289,7 @@ class _Loop:
     summary["loss"] = float(jnp.sum(jnp.where(finite, losses, 0.0)) /
                             jnp.maximum(jnp.sum(finite), 1)) if bool(jnp.any(finite)) else math.nan
     summary["skipped_steps"] = skipped
+    summary.update(self.bad_records.take_window())
     summary["examples_per_sec"] = window_steps * self.config.batch_size / max(elapsed, 1e-9)
     log.info("step %d/%d | loss %.4f | %.1f examples/s | ETA %s", step, self.config.total_steps,
              summary["loss"], summary["examples_per_sec"],

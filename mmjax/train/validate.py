@@ -20,6 +20,7 @@ POSITIVE: Check = ("a finite number > 0", lambda v: _is_real(v) and v > 0)
 NON_NEGATIVE: Check = ("a finite number >= 0", lambda v: _is_real(v) and v >= 0)
 PROBABILITY: Check = ("a probability in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
 FACTOR: Check = ("a number in (0, 1]", lambda v: _is_real(v) and 0 < v <= 1)
+FRACTION: Check = ("a fraction in [0, 1]", lambda v: _is_real(v) and 0 <= v <= 1)
 
 RULES: List[Tuple[str, Check]] = [
     ("seed", INT_AT_LEAST_0),
@@ -41,6 +42,7 @@ RULES: List[Tuple[str, Check]] = [
     ("data.prefetch_batches", INT_AT_LEAST_0),
     ("data.eval_max_examples", INT_AT_LEAST_0),
     ("data.synthetic.seed", INT_AT_LEAST_0),
+    ("data.max_bad_fraction", FRACTION),
     ("data.*", INT_AT_LEAST_1),  # sizes and counts: max_frames, num_classes, image_size, ...
     ("model.num_prompts", INT_AT_LEAST_0),
     ("model.prompt_depth", INT_AT_LEAST_0),
