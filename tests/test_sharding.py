@@ -12,21 +12,21 @@ import pytest
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def _run_equivalence(config_name, *overrides, cache_dir):
+def _run_equivalence(config_name, *overrides, cache_dir, optimizers=("adam", "sgd")):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              MMJAX_CACHE=cache_dir, JAX_PLATFORMS="cpu")
-  result = subprocess.run(
-      [sys.executable, os.path.join(TESTS, "helpers", "sharding_equivalence.py"), TESTS,
-       config_name, *overrides], env=env, capture_output=True, text=True, timeout=600,
-      check=False)
+  command = [sys.executable, os.path.join(TESTS, "helpers", "sharding_equivalence.py"), TESTS,
+             config_name, f"--optimizers={','.join(optimizers)}", *overrides]
+  result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["devices"] == 8
-  for optimizer in ("adam", "sgd"):
+  for optimizer in optimizers:
     result = summary[optimizer]
     for sharded, single in zip(result["losses_sharded"], result["losses_single"]):
       assert abs(sharded - single) <= 1e-5 * max(1.0, abs(single)), summary
-    assert result["max_output_diff"] < 1e-5, summary
+  assert summary["max_output_diff"] < 1e-5, summary
   assert summary["sgd"]["max_param_diff"] < 1e-5, summary
   return summary
 
@@ -42,7 +42,8 @@ def test_4x2_mesh_matches_one_device(model, fusion, cache_dir):
 
 @pytest.mark.parametrize("config_name", ["clip_pretrain", "emovclip"])
 def test_clip_on_4x2_mesh_matches_one_device(config_name, cache_dir):
-  summary = _run_equivalence(config_name, cache_dir=cache_dir)
+  # SGD only (parameters compared exactly); Adam's sharded state: the YouTube-8M cases above.
+  summary = _run_equivalence(config_name, cache_dir=cache_dir, optimizers=("sgd",))
   specs = summary["specs"]
   layer = "vision_model/encoder/layers_0"
   assert specs[f"{layer}/self_attn/q_proj/kernel"] == "P('data', 'model')"

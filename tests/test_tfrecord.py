@@ -173,7 +173,13 @@ def test_skip_counter_logs(caplog):
   with caplog.at_level(logging.WARNING, logger="mmjax.data"):
     for i in range(3):
       counter.add(RecordError("/f", i, "bad"))
-  assert counter.count == 3
+    counter.add_good()
+  assert counter.count == 3 and counter.good == 1
   assert counter.examples == ["/f: record 0: bad", "/f: record 1: bad"]
-  assert "/f: record 2: bad" in caplog.text
-  assert pickle.loads(pickle.dumps(counter)).count == 3
+  # The first max_examples are logged one by one, then only counted.
+  assert "/f: record 1: bad" in caplog.text and "/f: record 2: bad" not in caplog.text
+  assert "further bad records are counted" in caplog.text
+  assert counter.take_window() == (3, 1)
+  counter.add(RecordError("/f", 3, "bad"))
+  assert counter.take_window() == (1, 0) and counter.take_window() == (0, 0)
+  assert pickle.loads(pickle.dumps(counter)).count == 4

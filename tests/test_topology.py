@@ -1,7 +1,8 @@
 """A run continues after its topology changes: parameters sharded FSDP x tensor-parallel on a
-4 x 2 mesh of 8 devices, then a 2 x 1 mesh of 2 devices, then 1 device. Each restore gives
-bit-exactly the values on disk; a global batch that no longer divides fails at once saying
-what to change. (Two processes -> one: tests/test_multihost.py.)"""
+4 x 2 mesh of 8 devices restore onto 1 device; the run continues on a 2 x 1 mesh of 2 devices,
+then on 1 device. Each restore gives bit-exactly the values on disk; a global batch that no
+longer divides fails at once saying what to change. (Two processes -> one:
+tests/test_multihost.py.)"""
 
 import base64
 import json
@@ -9,11 +10,14 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+from conftest import load_config
 from helpers import runs
 
 from mmjax.train.checkpoint import flat_paths, read_arrays, remap_iterator_states
+from mmjax.train.trainer import restore_for_eval
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 COMMON = ("model.name=netvlad", "checkpoint_every_steps=2", "eval_every_steps=0",
@@ -21,14 +25,11 @@ COMMON = ("model.name=netvlad", "checkpoint_every_steps=2", "eval_every_steps=0"
 HIDDEN = "params/rgb_tower/netvlad_hidden/kernel"
 
 
-def _stage(cache_dir, workdir, out, devices, *overrides, check=True):
+def _stage(cache_dir, workdir, out, devices, *overrides):
   """tests/helpers/topology_stage.py on `devices` CPU devices."""
   command = [sys.executable, os.path.join(TESTS, "helpers", "topology_stage.py"), TESTS, workdir,
              out, *COMMON, *overrides]
-  if check:
-    return runs.run(command, runs.env(cache_dir, devices=devices))
-  return subprocess.run(command, env=runs.env(cache_dir, devices=devices), capture_output=True,
-                        text=True, timeout=300, check=False)
+  return runs.run(command, runs.env(cache_dir, devices=devices))
 
 
 def _restored_specs(out, workdir, step):
@@ -56,6 +57,15 @@ def test_4x2_to_2x1_to_one_device(cache_dir, tmp_path):
   _stage(cache_dir, workdir, str(tmp_path / "0.npz"), 8, "total_steps=4",
          "mesh=(('data', 4), ('model', 2))")
   assert _saved_partition_spec(workdir, 4, HIDDEN) == ["data", "model"]  # really sharded
+  # 8 devices -> this test process's single device.
+  config = load_config("ytb8m", "tiny")
+  runs.apply_overrides(config, COMMON)
+  _, state, _, _, _ = restore_for_eval(config, workdir, 4)
+  assert jax.device_count() == 1
+  on_disk = flat_paths(read_arrays(os.path.join(workdir, "checkpoints", "4", "state"),
+                                   keys=["params"]))
+  for name, value in flat_paths({"params": state.params}).items():
+    np.testing.assert_array_equal(np.asarray(value), on_disk[name], err_msg=name)
 
   _stage(cache_dir, workdir, str(tmp_path / "1.npz"), 2, "total_steps=6",
          "mesh=(('data', 2), ('model', 1))")
@@ -68,7 +78,10 @@ def test_4x2_to_2x1_to_one_device(cache_dir, tmp_path):
   assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == 8
 
   # 3 devices: the global batch of 8 no longer splits over the data axis.
-  result = _stage(cache_dir, workdir, str(tmp_path / "3.npz"), 3, "total_steps=10", check=False)
+  result = subprocess.run(
+      runs.script_command("train.py", workdir, *[f"--config.{o}" for o in COMMON]),
+      env=runs.env(cache_dir, devices=3), cwd=runs.ROOT, capture_output=True, text=True,
+      timeout=300, check=False)
   assert result.returncode != 0
   assert "config.batch_size=8 must be divisible by 3" in result.stderr
   assert "--config.mesh (e.g. ('data', 1)" in result.stderr
