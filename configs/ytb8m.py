@@ -9,6 +9,14 @@ Variants (combine with commas, applied left to right, e.g. `configs/ytb8m.py:pap
   paper     seed 001's set-up for the real 2018 data: batch 128, 300 frames, <= 10 epochs
   netvlad   NetVLAD towers (128 video / 64 audio clusters) instead of the Transformer
   early     early fusion: rgb and audio concatenated per frame, one tower
+Rows of seed 001's Tables 4 and 8, `<family>_<fusion>` (the default is transformer_late; the
+cross-modal rows cmg / cmc come with the correlation tower):
+  transformer_early    Transformer, early fusion (TM-E)
+  transformer_late     Transformer, late fusion (TM-L)
+  netvlad_early        NetVLAD, early fusion (NV-E)
+  netvlad_late         NetVLAD, late fusion (NV-L)
+  attention_rnn_early  attention clusters over LSTM states (Long et al.), early fusion
+  attention_rnn_late   attention clusters over LSTM states, late fusion
 
 Usage:
   python launch/train.py --config=configs/ytb8m.py --workdir=/tmp/ytb8m
@@ -78,7 +86,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.synthetic.seed = 1234
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "transformer"  # 'transformer' or 'netvlad'
+  config.model.name = "transformer"  # 'transformer', 'netvlad' or 'attention_rnn'
   config.model.fusion = "late"  # 'early' (concat per frame) or 'late' (tower per modality + MLP)
   config.model.dropout_rate = 0.1
   config.model.fusion_hidden = 256  # late-fusion MLP width
@@ -92,6 +100,11 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.netvlad.clusters = (128, 64)
   config.model.netvlad.hidden_size = 512
   config.model.netvlad.context_gating = True
+  # Attention clusters over LSTM states (Long et al. 2018, no shifting operation; seed 001 2).
+  config.model.attention_rnn = ml_collections.ConfigDict()
+  config.model.attention_rnn.hidden = 128  # LSTM units
+  config.model.attention_rnn.num_units = (8, 4)  # attention units per modality (video, audio)
+  config.model.attention_rnn.attention_hidden = 64  # width of each unit's tanh projection
 
   return apply_variants(config, variants, VARIANTS, __file__)
 
@@ -117,6 +130,7 @@ def _make_paper(config: ml_collections.ConfigDict) -> None:
   config.model.fusion_hidden = 1024
   set_keys(config.model.transformer, d_model=256, num_heads=8, num_layers=2, mlp_dim=1024)
   config.model.netvlad.hidden_size = 1024
+  set_keys(config.model.attention_rnn, hidden=512, num_units=(16, 8), attention_hidden=256)
 
 
 def _make_tiny(config: ml_collections.ConfigDict) -> None:
@@ -129,6 +143,18 @@ def _make_tiny(config: ml_collections.ConfigDict) -> None:
   config.model.fusion_hidden = 32
   set_keys(config.model.transformer, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
   set_keys(config.model.netvlad, clusters=(8, 4), hidden_size=32)
+  set_keys(config.model.attention_rnn, hidden=8, num_units=(2, 2), attention_hidden=8)
 
 
-VARIANTS = {"tiny": _make_tiny, "paper": _make_paper, "netvlad": _netvlad, "early": _early}
+def _row(family: str, fusion: str):
+  """The variant '<family>_<fusion>': one row of seed 001's Tables 4 and 8."""
+  def apply(config: ml_collections.ConfigDict) -> None:
+    config.model.name, config.model.fusion = family, fusion
+  apply.__doc__ = f"model.name={family!r}, model.fusion={fusion!r} (a row of seed 001's tables)"
+  return apply
+
+
+FAMILIES = ("transformer", "netvlad", "attention_rnn")
+VARIANTS = {"tiny": _make_tiny, "paper": _make_paper, "netvlad": _netvlad, "early": _early,
+            **{f"{family}_{fusion}": _row(family, fusion)
+               for family in FAMILIES for fusion in ("early", "late")}}

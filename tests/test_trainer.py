@@ -90,7 +90,8 @@ def test_eval_step_gathers_only_what_the_evaluator_reads(name, cache_dir):
   assert float(weight) == 2.0 and jax.tree.leaves(evaluator_batch)
 
 
-@pytest.mark.parametrize("variants", ["tiny,netvlad,early", "tiny,netvlad", "tiny,early"])
+@pytest.mark.parametrize("variants", ["tiny,netvlad,early", "tiny,netvlad", "tiny,early",
+                                      "tiny,attention_rnn_late"])
 def test_models_and_fusions_train(variants, cache_dir, tmp_path):
   config = load_config("ytb8m", variants)
   config.total_steps = 4

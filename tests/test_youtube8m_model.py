@@ -15,7 +15,7 @@ def _batch(rng, frames, lengths, num_classes=16):
           "mask": mask}
 
 
-@pytest.mark.parametrize("name", ["transformer", "netvlad"])
+@pytest.mark.parametrize("name", ["transformer", "netvlad", "attention_rnn"])
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_padding_is_invisible(name, fusion):
   config = load_config("ytb8m", "tiny")
@@ -53,7 +53,7 @@ def test_netvlad_cluster_counts_and_classifier_prior():
   np.testing.assert_allclose(variables["params"]["classifier"]["bias"], -np.log(3861), rtol=1e-6)
 
 
-@pytest.mark.parametrize("key,value,match", [("name", "lstm", "config.model.name"),
+@pytest.mark.parametrize("key,value,match", [("name", "gru", "config.model.name"),
                                              ("fusion", "middle", "config.model.fusion")])
 def test_bad_model_config_names_the_key(key, value, match):
   config = load_config("ytb8m", "tiny")

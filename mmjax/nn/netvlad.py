@@ -11,8 +11,44 @@ import jax.numpy as jnp
 from mmjax.nn.normalize import l2_normalize
 
 
+def soft_assignment(x: jnp.ndarray, mask: jnp.ndarray, num_clusters: int, *, train: bool,
+                    prefix: str = "") -> jnp.ndarray:
+  """NetVLAD's masked soft assignment a = softmax(BN(x W)) over K = `num_clusters` clusters.
+
+  Call inside a compact method: it creates the Dense '<prefix>assignment' (W, [dim, K]) and the
+  BatchNorm '<prefix>assignment_bn' in the calling module. x [batch, frames, dim], mask [batch,
+  frames] (1 = real frame) -> a [batch, frames, K], zero at padded frames, which are also left
+  out of the batch-norm statistics.
+  """
+  logits = nn.Dense(num_clusters, use_bias=False, name=f"{prefix}assignment")(x)
+  bn_mask = jnp.broadcast_to(mask[..., None] > 0, logits.shape)
+  logits = nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                        name=f"{prefix}assignment_bn")(logits, mask=bn_mask)
+  return jax.nn.softmax(logits, axis=-1) * mask[..., None].astype(x.dtype)
+
+
+def vlad_centers(module: nn.Module, num_clusters: int, dim: int, prefix: str = "") -> jnp.ndarray:
+  """The learned centers c [K, dim] (parameter '<prefix>centers' of `module`)."""
+  return module.param(f"{prefix}centers", nn.initializers.normal(dim ** -0.5),
+                      (num_clusters, dim))
+
+
+def vlad_descriptor(assign: jnp.ndarray, x: jnp.ndarray, centers: jnp.ndarray) -> jnp.ndarray:
+  """vlad_k = sum_t a_tk (x_t - c_k) = sum_t a_tk x_t - (sum_t a_tk) c_k, L2-normalised per
+  cluster over features (intra-normalisation), flattened, L2-normalised globally.
+
+  assign [B, T, K] (zero at padded frames), x [B, T, D], centers [K, D] -> [B, K * D].
+  """
+  weighted_sum = jnp.einsum("btk,btd->bkd", assign, x)  # sum_t a_tk x_t
+  assign_mass = jnp.sum(assign, axis=1)[..., None]  # sum_t a_tk, [B, K, 1]
+  vlad = weighted_sum - assign_mass * centers[None]  # [B, K, D]
+  vlad = l2_normalize(vlad, axis=-1, eps=1e-6)  # intra-normalisation
+  vlad = vlad.reshape(vlad.shape[0], -1)
+  return l2_normalize(vlad, axis=-1, eps=1e-6)
+
+
 class NetVLAD(nn.Module):
-  """Masked NetVLAD over a padded frame sequence.
+  """Masked NetVLAD over a padded frame sequence: soft_assignment, then vlad_descriptor.
 
   Attributes:
     num_clusters: K, number of learned centers.
@@ -30,19 +66,8 @@ class NetVLAD(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    dim = x.shape[-1]
-    logits = nn.Dense(self.num_clusters, use_bias=False, name="assignment")(x)
-    bn_mask = jnp.broadcast_to(mask[..., None] > 0, logits.shape)
-    logits = nn.BatchNorm(use_running_average=not train, momentum=0.99, name="assignment_bn")(
-        logits, mask=bn_mask)
-    assign = jax.nn.softmax(logits, axis=-1) * mask[..., None].astype(x.dtype)  # [B, T, K]
-    centers = self.param("centers", nn.initializers.normal(dim ** -0.5), (self.num_clusters, dim))
-    weighted_sum = jnp.einsum("btk,btd->bkd", assign, x)  # sum_t a_tk x_t
-    assign_mass = jnp.sum(assign, axis=1)[..., None]  # sum_t a_tk, [B, K, 1]
-    vlad = weighted_sum - assign_mass * centers[None]  # [B, K, D]
-    vlad = l2_normalize(vlad, axis=-1, eps=1e-6)  # intra-normalisation
-    vlad = vlad.reshape(vlad.shape[0], -1)
-    return l2_normalize(vlad, axis=-1, eps=1e-6)
+    assign = soft_assignment(x, mask, self.num_clusters, train=train)  # [B, T, K]
+    return vlad_descriptor(assign, x, vlad_centers(self, self.num_clusters, x.shape[-1]))
 
 
 class ContextGating(nn.Module):

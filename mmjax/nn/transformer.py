@@ -37,6 +37,31 @@ def _normal(std: float):
   return nn.initializers.normal(stddev=std)
 
 
+def project_heads(x: jnp.ndarray, num_heads: int, std: float, name: str) -> jnp.ndarray:
+  """Dense `name` (width -> width, kernel ~ N(0, std^2)) split into heads: [B, L, width] ->
+  [B, L, num_heads, width / num_heads]. Call inside a compact method (the Dense belongs to the
+  calling module)."""
+  width = x.shape[-1]
+  y = nn.Dense(width, kernel_init=_normal(std), name=name)(x)
+  return y.reshape(y.shape[:-1] + (num_heads, width // num_heads))
+
+
+def attention_logits(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
+  """q k^T / sqrt(d_head) per head: q, k [B, L, H, d_head] -> [B, H, Lq, Lk]."""
+  return jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
+
+
+def attend(logits: jnp.ndarray, mask: Optional[jnp.ndarray], v: jnp.ndarray) -> jnp.ndarray:
+  """softmax over keys of `logits` [B, H, Lq, Lk] where `mask` (bool, broadcastable; True =
+  attend) allows, applied to v [B, Lk, H, d_head] -> [B, Lq, H * d_head]. A query row whose keys
+  are all masked attends uniformly (finite, no NaN)."""
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+  return out.reshape(out.shape[:2] + (-1,))
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention with q_proj/k_proj/v_proj/out_proj Dense layers.
 
@@ -51,20 +76,10 @@ class SelfAttention(nn.Module):
     width = x.shape[-1]
     if width % self.num_heads:
       raise ValueError(f"SelfAttention: width {width} is not divisible by {self.num_heads} heads")
-    head_dim = width // self.num_heads
     in_std = width ** -0.5 * (2 * self.num_layers) ** -0.5
-
-    def heads(name):
-      y = nn.Dense(width, kernel_init=_normal(in_std), name=name)(x)
-      return y.reshape(y.shape[:-1] + (self.num_heads, head_dim))
-
-    q = heads("q_proj") * head_dim ** -0.5
-    k, v = heads("k_proj"), heads("v_proj")
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
+    q, k, v = (project_heads(x, self.num_heads, in_std, name)
+               for name in ("q_proj", "k_proj", "v_proj"))
+    out = attend(attention_logits(q, k), mask, v)
     return nn.Dense(width, kernel_init=_normal(width ** -0.5), name="out_proj")(out)
 
 

@@ -1,5 +1,5 @@
-"""YouTube-8M video classifiers (seed 001 baselines): Transformer and NetVLAD towers with early or
-late fusion of the rgb and audio frame streams.
+"""YouTube-8M video classifiers (seed 001 baselines): Transformer, NetVLAD and attention-cluster
+RNN towers with early or late fusion of the rgb and audio frame streams.
 
 - early fusion: rgb and audio are concatenated per frame, one tower reads [B, T, 1024 + 128].
 - late fusion: one tower per modality; tower embeddings are concatenated and fused by an MLP.
@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.nn import ContextGating, NetVLAD, TransformerEncoder
+from mmjax.nn.crossmodal import AttentionRNN
 
 
 class NetVLADTower(nn.Module):
@@ -80,11 +81,12 @@ class VideoClassifier(nn.Module):
 
 
 FUSIONS = ("early", "late")
+MODELS = ("transformer", "netvlad", "attention_rnn")
 
 
 def build_video_classifier(model_config, *, feature_names: Sequence[str], num_classes: int,
                            max_frames: int) -> VideoClassifier:
-  """Builds the classifier named by `model_config.name` ('transformer' or 'netvlad').
+  """Builds the classifier named by `model_config.name` (one of MODELS).
 
   Raises ValueError naming the config key for an unknown name or fusion.
   """
@@ -103,9 +105,15 @@ def build_video_classifier(model_config, *, feature_names: Sequence[str], num_cl
                        f"{num_towers} towers of {model_config.fusion} fusion")
     towers = [functools.partial(NetVLADTower, k, v.hidden_size, v.context_gating)
               for k in v.clusters[:num_towers]]
+  elif model_config.name == "attention_rnn":
+    r = model_config.attention_rnn
+    if len(r.num_units) < num_towers:
+      raise ValueError(f"config.model.attention_rnn.num_units={r.num_units} has fewer entries "
+                       f"than the {num_towers} towers of {model_config.fusion} fusion")
+    towers = [functools.partial(AttentionRNN, r.hidden, n, r.attention_hidden)
+              for n in r.num_units[:num_towers]]
   else:
-    raise ValueError(f"config.model.name={model_config.name!r}; expected 'transformer' or "
-                     "'netvlad'")
+    raise ValueError(f"config.model.name={model_config.name!r}; expected one of {MODELS}")
   return VideoClassifier(towers=tuple(towers), feature_names=tuple(feature_names),
                          fusion=model_config.fusion, num_classes=num_classes,
                          fusion_hidden=model_config.fusion_hidden,
