@@ -369,3 +369,47 @@ def test_error_rates():
                                'level_1/perr': 1.0, 'level_1/num_examples': 3})
   assert rates == pytest.approx({'err_gap': 20.0, 'err_map': 75.0,
                                  'level_1/err_perr': 0.0})
+
+
+def test_taxonomy_with_parents_gives_each_class_its_level_0_category(tmp_path):
+  path = write(tmp_path, 'class_index,level,name,parent\n'
+                         '0,0,Games,\n5,0,Food,\n1,1,"Video game",0\n2,2,GTA 5,1\n'
+                         '3,1,Cooking,5\n4,3,"GTA 5 (mods)",2\n')
+  taxonomy = metrics.read_taxonomy(path, 7)
+  assert taxonomy.categories == ('Games', 'Food')
+  np.testing.assert_array_equal(taxonomy.levels, [0, 1, 2, 1, 3, 0, -1])
+  np.testing.assert_array_equal(taxonomy.top, [0, 0, 0, 1, 0, 1, -1])
+  np.testing.assert_array_equal(metrics.load_taxonomy(path, 7), taxonomy.levels)
+  # Without a parent column: levels only.
+  assert not metrics.read_taxonomy(write(tmp_path, 'class_index,level\n0,0\n', 'l.csv'),
+                                   2).has_hierarchy
+
+
+def test_youtube8m_vocabulary_csv_is_read_directly(tmp_path):
+  # The real file's columns; Vertical1 is the level-0 category.
+  text = ('Index,TrainVideoCount,KnowledgeGraphId,Name,WikiDescription,Vertical1,Vertical2,'
+          'Vertical3,WikiUrl\n'
+          '0,788288,/m/03bt1gh,Game,"A game is...",Games,,,https://en.wikipedia.org/wiki/Game\n'
+          '1,539945,/m/01mw1,Video game,"A video game...",Games,Arts & Entertainment,,x\n'
+          '2,415890,/m/07yv9,Vehicle,"A vehicle...",Autos & Vehicles,,,x\n')
+  taxonomy = metrics.read_taxonomy(write(tmp_path, text, 'vocabulary.csv'), 4)
+  assert taxonomy.categories == ('Autos & Vehicles', 'Games')
+  np.testing.assert_array_equal(taxonomy.top, [1, 1, 0, -1])
+  np.testing.assert_array_equal(taxonomy.levels, [1, 1, 1, -1])
+  with pytest.raises(ValueError, match=r'vocabulary.csv, line 2: class 0 has no Vertical1'):
+    metrics.read_taxonomy(write(tmp_path, text.replace(',Games,,,https', ',,,,https'),
+                                'vocabulary.csv'), 4)
+
+
+@pytest.mark.parametrize('rows, message', [
+    ('0,0,\n1,1,0\n2,2,1\n3,1,2\n', r'line 5: class 3 \(level 1\) has parent 2 at level 2'),
+    ('0,0,\n1,1,7\n', r'line 3: class 1 names parent 7, which is not in the file'),
+    ('0,0,\n1,1,\n', r'line 3: class 1 \(level 1\) has no parent, so no path to a level-0'),
+    ('0,0,1\n1,1,0\n', r'line 2: class 0 is at level 0 .* but names parent 1'),
+    ('0,1,1\n1,2,2\n2,3,0\n', r'the parents of class 0 form a cycle: 0 -> 1 -> 2 -> 0'),
+])
+def test_bad_hierarchy_names_file_and_class(tmp_path, rows, message):
+  path = write(tmp_path, 'class_index,level,parent\n' + rows, name='bad_taxonomy.csv')
+  with pytest.raises(ValueError, match=message) as error:
+    metrics.read_taxonomy(path, 8)
+  assert str(path) in str(error.value)

@@ -16,6 +16,7 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 from mmjax.data import pipeline, synthetic, tfrecord
 from mmjax.data.tfrecord import RecordError
 from mmjax.data.youtube8m import RecordSpec, dequantize, read_records
+from mmjax.metrics import read_taxonomy
 
 NUM_TRAIN, NUM_EVAL, NUM_CLASSES = 64, 24, 64
 SIZES = (16, 8)  # small feature dims keep the tests fast
@@ -331,10 +332,14 @@ def test_synthetic_labels_lengths_and_kinds(dataset_dir):
     assert 4 <= r["rgb"].shape[0] <= 16
     np.testing.assert_array_equal(r["labels"], classes[meta["train_labels"][i]])
   taxonomy = open(os.path.join(dataset_dir, "taxonomy.csv")).read().splitlines()
-  assert taxonomy[0] == "class_index,level,name" and len(taxonomy) == 13
+  assert taxonomy[0] == "class_index,level,name,parent" and len(taxonomy) == 13
   rows = [line.split(",") for line in taxonomy[1:]]
   assert sorted(int(r[0]) for r in rows) == sorted(classes.tolist())
   assert {int(r[1]) for r in rows} == {0, 1, 2, 3}
+  # A hierarchy: every labelled class has a path to a level-0 category (the level-0 classes).
+  hierarchy = read_taxonomy(os.path.join(dataset_dir, "taxonomy.csv"), NUM_CLASSES)
+  assert len(hierarchy.categories) == 3 and (hierarchy.top[classes] >= 0).all()
+  assert (hierarchy.top[np.setdiff1d(np.arange(NUM_CLASSES), classes)] == -1).all()
 
 
 def test_synthetic_concepts_are_in_the_frames(dataset_dir):

@@ -24,7 +24,9 @@ lists `rgb` and `audio` with one bytes value of 1024 / 128 uint8 per frame.
 
 Files written in `directory`:
   train-XXXXX-of-YYYYY.tfrecord, validate-XXXXX-of-YYYYY.tfrecord  the records;
-  taxonomy.csv            `class_index,level,name` (with a header line) for labelled classes;
+  taxonomy.csv            `class_index,level,name,parent` (with a header line) for labelled
+                          classes: levels 0-3, each class of level l > 0 under a class of level
+                          l - 1, so every class has a level-0 category;
   synthetic_meta.npz      generation metadata (concepts present per video, class kinds);
   synthetic.json          the settings, written last: marks the directory complete.
 """
@@ -42,7 +44,7 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 from mmjax.data import cache, tfrecord
 from mmjax.data.youtube8m import quantize
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: taxonomy.csv with a parent column (records unchanged)
 TAXONOMY_FILE = "taxonomy.csv"
 META_FILE = "synthetic_meta.npz"
 
@@ -96,6 +98,16 @@ class _World:
     self.has_audio = self.kinds != VIDEO_ONLY
     # Per-class decoy rate ~ 2x the positive rate (E[#labels] = 2.5): P(pos | one half) ~ 1/2.
     self.decoy_prob = min(0.5, 2 * 2.5 / num_labelled)
+
+  def parents(self, seed: int) -> np.ndarray:
+    """Parent class id of each labelled class (-1 at level 0): a class of the level above,
+    drawn from its own generator (the records do not depend on it)."""
+    rng = np.random.default_rng([int(seed), 0x7A8])
+    parents = np.full(self.num_labelled, -1, np.int64)
+    for i, level in enumerate(self.levels):
+      if level > 0:
+        parents[i] = self.classes[rng.choice(np.flatnonzero(self.levels == level - 1))]
+    return parents
 
   def names(self) -> list[str]:
     counters = [0, 0, 0]
@@ -162,7 +174,7 @@ def _serialize(video_id: str, labels: np.ndarray, rgb: np.ndarray, audio: np.nda
     fl = lists[name].feature
     for row in frames:
       fl.add().bytes_list.value.append(row.tobytes())
-  return seq.SerializeToString()
+  return seq.SerializeToString(deterministic=True)  # map fields in key order: same bytes
 
 
 def _records(world: _World, rng: np.random.Generator, videos: dict, lo: int, hi: int,
@@ -273,8 +285,9 @@ def write_synthetic_youtube8m(directory: str | os.PathLike, *, num_train: int, n
       tfrecord.write_tfrecord(path, _records(world, rng, videos, bounds[shard], bounds[shard + 1],
                                              prefix, id_key, progress))
 
-  cache.atomic_write_text(files.taxonomy_file, "class_index,level,name\n" + "".join(
-      f"{c},{lvl},{name}\n" for c, lvl, name in zip(world.classes, world.levels, world.names())))
+  cache.atomic_write_text(files.taxonomy_file, "class_index,level,name,parent\n" + "".join(
+      f"{c},{lvl},{name},{parent if parent >= 0 else ''}\n" for c, lvl, name, parent in
+      zip(world.classes, world.levels, world.names(), world.parents(seed))))
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
   with os.fdopen(fd, "wb") as f:
     np.savez(f, **meta)

@@ -5,13 +5,14 @@ to a task's evaluator."""
 from mmjax.metrics.classification import ClassificationMetrics
 from mmjax.metrics.evaluator import LabelsEvaluator
 from mmjax.metrics.retrieval import RetrievalMetrics
-from mmjax.metrics.taxonomy import load_taxonomy
+from mmjax.metrics.taxonomy import Taxonomy, load_taxonomy, read_taxonomy
 from mmjax.metrics.youtube8m import Youtube8mMetrics, error_rates, gap, hit_at_1, mean_ap, perr
 
 __all__ = [
     'ClassificationMetrics',
     'LabelsEvaluator',
     'RetrievalMetrics',
+    'Taxonomy',
     'Youtube8mMetrics',
     'error_rates',
     'gap',
@@ -19,4 +20,5 @@ __all__ = [
     'load_taxonomy',
     'mean_ap',
     'perr',
+    'read_taxonomy',
 ]
