@@ -119,27 +119,37 @@ def _early(config: ml_collections.ConfigDict) -> None:
   config.model.fusion = "early"
 
 
-def _make_paper(config: ml_collections.ConfigDict) -> None:
+def paper_schedule_and_data(config: ml_collections.ConfigDict) -> None:
   """Seed 001's training set-up for the real 2018 data (set data.train_pattern/eval_pattern):
   Adam 2e-4, batch 128, 300 frames, <= 10 epochs of 3,888,919 videos (303,822 steps), LR
-  reduced on plateau with patience 2. The paper does not give its Transformer sizes; these are
-  a moderate choice."""
+  reduced on plateau with patience 2 (also used by configs/ytb8m_correlation.py)."""
   set_keys(config, batch_size=128, eval_batch_size=512, total_steps=10 * 3_888_919 // 128,
                     log_every_steps=500, eval_every_steps=30_000, checkpoint_every_steps=5_000)
   set_keys(config.data, num_threads=8, prefetch_batches=4)
+
+
+def _make_paper(config: ml_collections.ConfigDict) -> None:
+  """paper_schedule_and_data; model sizes: the paper does not give its Transformer sizes,
+  these are a moderate choice."""
+  paper_schedule_and_data(config)
   config.model.fusion_hidden = 1024
   set_keys(config.model.transformer, d_model=256, num_heads=8, num_layers=2, mlp_dim=1024)
   config.model.netvlad.hidden_size = 1024
   set_keys(config.model.attention_rnn, hidden=512, num_units=(16, 8), attention_hidden=256)
 
 
-def _make_tiny(config: ml_collections.ConfigDict) -> None:
-  """A few seconds on a laptop CPU: tiny model, tiny synthetic data, few steps."""
+def tiny_schedule_and_data(config: ml_collections.ConfigDict) -> None:
+  """Few steps on tiny synthetic data (also used by configs/ytb8m_correlation.py)."""
   set_keys(config, total_steps=8, batch_size=8, eval_batch_size=8, log_every_steps=2,
                     eval_every_steps=8, checkpoint_every_steps=4)
   set_keys(config.data, max_frames=24, num_classes=64, num_threads=1)
   set_keys(config.data.synthetic, num_train=64, num_eval=24, num_labelled_classes=12,
                     min_frames=4, max_frames=24, num_shards=2)
+
+
+def _make_tiny(config: ml_collections.ConfigDict) -> None:
+  """A few seconds on a laptop CPU: tiny model, tiny synthetic data, few steps."""
+  tiny_schedule_and_data(config)
   config.model.fusion_hidden = 32
   set_keys(config.model.transformer, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
   set_keys(config.model.netvlad, clusters=(8, 4), hidden_size=32)

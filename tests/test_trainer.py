@@ -36,6 +36,7 @@ TASK_METRICS = {
     "youtube8m": ("gap", "map", "perr", "hit_at_1"),
     "clip_pretrain": ("i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5"),
     "emovclip": ("accuracy", "weighted_f1", "macro_f1"),
+    "youtube8m_correlation": ("accuracy", "fpr", "fnr"),
 }
 
 

@@ -100,13 +100,15 @@ class _World:
     self.decoy_prob = min(0.5, 2 * 2.5 / num_labelled)
 
   def parents(self, seed: int) -> np.ndarray:
-    """Parent class id of each labelled class (-1 at level 0): a class of the level above,
-    drawn from its own generator (the records do not depend on it)."""
+    """Parent class id of each labelled class (-1 at level 0): the classes of each level are
+    dealt in turn to the (shuffled) classes of the level above, so the level-0 categories are
+    about equal in size. Drawn from its own generator: the records do not depend on it."""
     rng = np.random.default_rng([int(seed), 0x7A8])
     parents = np.full(self.num_labelled, -1, np.int64)
-    for i, level in enumerate(self.levels):
-      if level > 0:
-        parents[i] = self.classes[rng.choice(np.flatnonzero(self.levels == level - 1))]
+    for level in range(1, int(self.levels.max()) + 1):
+      children = rng.permutation(np.flatnonzero(self.levels == level))
+      above = rng.permutation(np.flatnonzero(self.levels == level - 1))
+      parents[children] = self.classes[above[np.arange(len(children)) % len(above)]]
     return parents
 
   def names(self) -> list[str]:

@@ -44,6 +44,7 @@ RULES: List[Tuple[str, Check]] = [
     ("data.synthetic.seed", INT_AT_LEAST_0),
     ("data.max_bad_fraction", FRACTION),
     ("data.*", INT_AT_LEAST_1),  # sizes and counts: max_frames, num_classes, image_size, ...
+    ("correlation.negative_weight", POSITIVE),
     ("model.num_prompts", INT_AT_LEAST_0),
     ("model.prompt_depth", INT_AT_LEAST_0),
     ("model.*", INT_AT_LEAST_1),  # widths, depths, heads, clusters

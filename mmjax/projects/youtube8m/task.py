@@ -32,10 +32,15 @@ class Youtube8mTask(DataModuleTask):
       raise ValueError(f"config.data.level={config.data.level!r}; expected 'frame' or 'video'")
     self.num_frames = 1 if config.data.level == "video" else config.data.max_frames
     self.feature_names = ("rgb", "audio")
-    self.model = build_video_classifier(
-        config.model, feature_names=self.feature_names, num_classes=config.data.num_classes,
-        max_frames=self.num_frames)
+    self.model = self.build_model()
+    self.taxonomy_file = ""
     self._class_levels = None
+
+  def build_model(self):
+    """The flax module (config.model): the video classifier."""
+    return build_video_classifier(
+        self.config.model, feature_names=self.feature_names,
+        num_classes=self.config.data.num_classes, max_frames=self.num_frames)
 
   def prepare(self, log=print) -> None:
     """Resolves the data patterns (writing the synthetic default once if none are given)."""
@@ -44,6 +49,7 @@ class Youtube8mTask(DataModuleTask):
     with data_config.unlocked():
       data_config.train_pattern, data_config.eval_pattern = patterns
     self.data_config = data_config
+    self.taxonomy_file = patterns.taxonomy_file
     if patterns.taxonomy_file:
       self._class_levels = metrics.load_taxonomy(patterns.taxonomy_file,
                                                  self.config.data.num_classes)
