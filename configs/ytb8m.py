@@ -9,14 +9,21 @@ Variants (combine with commas, applied left to right, e.g. `configs/ytb8m.py:pap
   paper     seed 001's set-up for the real 2018 data: batch 128, 300 frames, <= 10 epochs
   netvlad   NetVLAD towers (128 video / 64 audio clusters) instead of the Transformer
   early     early fusion: rgb and audio concatenated per frame, one tower
-Rows of seed 001's Tables 4 and 8, `<family>_<fusion>` (the default is transformer_late; the
-cross-modal rows cmg / cmc come with the correlation tower):
+Rows of seed 001's Tables 4 and 8, `<family>_<fusion>` (the default is transformer_late). The
+cm rows load a trained correlation tower (configs/ytb8m_correlation.py) frozen: add
+--config.model.correlation.workdir=<the tower run's workdir>.
   transformer_early    Transformer, early fusion (TM-E)
   transformer_late     Transformer, late fusion (TM-L)
+  transformer_cmg      cross-modal Transformer, tower output as gate (TM-CM-G)
+  transformer_cmc      cross-modal Transformer, tower output as concatenated feature (TM-CM-C)
   netvlad_early        NetVLAD, early fusion (NV-E)
   netvlad_late         NetVLAD, late fusion (NV-L)
+  netvlad_cmg          cross-modal NetVLAD, gate (NV-CM-G)
+  netvlad_cmc          cross-modal NetVLAD, concatenated (NV-CM-C)
   attention_rnn_early  attention clusters over LSTM states (Long et al.), early fusion
   attention_rnn_late   attention clusters over LSTM states, late fusion
+  attention_rnn_cmg    cross-modal attention RNN, gate
+  attention_rnn_cmc    cross-modal attention RNN, concatenated
 
 Usage:
   python launch/train.py --config=configs/ytb8m.py --workdir=/tmp/ytb8m
@@ -105,6 +112,16 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.attention_rnn.hidden = 128  # LSTM units
   config.model.attention_rnn.num_units = (8, 4)  # attention units per modality (video, audio)
   config.model.attention_rnn.attention_hidden = 64  # width of each unit's tanh projection
+  # Cross-modal rows (fusion 'cmg' / 'cmc'): F's kind, CM-C's context layers, the frozen tower.
+  config.model.crossmodal = ml_collections.ConfigDict()
+  config.model.crossmodal.transform = "relu"  # 'relu' or 'mlp' (mmjax/nn/crossmodal.py)
+  config.model.crossmodal.context_dim = 16  # CM-C: width of the FC layers on the tower output
+  config.model.crossmodal.context_layers = 2  # CM-C: 2-3 FC layers (seed 001 section 3)
+  config.model.correlation = ml_collections.ConfigDict()
+  config.model.correlation.hidden = 256  # = the tower run's config.model.hidden
+  # The trained tower's run (configs/ytb8m_correlation.py workdir); the cmg / cmc rows load its
+  # 'tower' params into 'correlation', frozen, through config.init_from.
+  config.model.correlation.workdir = ""
 
   return apply_variants(config, variants, VARIANTS, __file__)
 
@@ -136,6 +153,7 @@ def _make_paper(config: ml_collections.ConfigDict) -> None:
   set_keys(config.model.transformer, d_model=256, num_heads=8, num_layers=2, mlp_dim=1024)
   config.model.netvlad.hidden_size = 1024
   set_keys(config.model.attention_rnn, hidden=512, num_units=(16, 8), attention_hidden=256)
+  config.model.correlation.hidden = 512
 
 
 def tiny_schedule_and_data(config: ml_collections.ConfigDict) -> None:
@@ -154,12 +172,18 @@ def _make_tiny(config: ml_collections.ConfigDict) -> None:
   set_keys(config.model.transformer, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
   set_keys(config.model.netvlad, clusters=(8, 4), hidden_size=32)
   set_keys(config.model.attention_rnn, hidden=8, num_units=(2, 2), attention_hidden=8)
+  set_keys(config.model.crossmodal, context_dim=4)
+  config.model.correlation.hidden = 16
 
 
 def _row(family: str, fusion: str):
   """The variant '<family>_<fusion>': one row of seed 001's Tables 4 and 8."""
   def apply(config: ml_collections.ConfigDict) -> None:
     config.model.name, config.model.fusion = family, fusion
+    if fusion in ("cmg", "cmc"):
+      config.init_from = (defaults.init_from_entry(
+          config.model.correlation.get_ref("workdir"), source_subtree="tower",
+          target_subtree="correlation", frozen=True),)
   apply.__doc__ = f"model.name={family!r}, model.fusion={fusion!r} (a row of seed 001's tables)"
   return apply
 
@@ -167,4 +191,4 @@ def _row(family: str, fusion: str):
 FAMILIES = ("transformer", "netvlad", "attention_rnn")
 VARIANTS = {"tiny": _make_tiny, "paper": _make_paper, "netvlad": _netvlad, "early": _early,
             **{f"{family}_{fusion}": _row(family, fusion)
-               for family in FAMILIES for fusion in ("early", "late")}}
+               for family in FAMILIES for fusion in ("early", "late", "cmg", "cmc")}}

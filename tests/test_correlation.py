@@ -1,6 +1,7 @@
 """The correlation tower of seed 001 (mmjax/projects/youtube8m/correlation.py): pairs (positives
 from one video, negatives across disjoint level-0 categories, deterministic, resumable), the
-weighted loss of eq. (1), accuracy / FPR / FNR against scikit-learn, padding."""
+weighted loss of eq. (1), accuracy / FPR / FNR against scikit-learn, padding; a CM-C model loads
+it frozen from the tower's run and it stays bit-identical; bad towers are named."""
 
 import jax
 import numpy as np
@@ -10,12 +11,14 @@ from sklearn.metrics import confusion_matrix
 
 from mmjax.projects.youtube8m.correlation import (
   CorrelationMetrics,
-  CorrelationTower,
   NoNegativeError,
   level0_categories,
   pair_batch,
 )
+from mmjax.projects.youtube8m.tower import CorrelationTower
 from mmjax.tasks import get_task
+from mmjax.train import train_and_evaluate
+from mmjax.train.checkpoint import CheckpointReader
 
 # Classes 0-1 are in category 0, 2-3 in category 1, 4 in category 2; class 5 has none.
 TOP = np.array([0, 0, 1, 1, 2, -1])
@@ -111,3 +114,34 @@ def test_pair_iterator_restores_to_the_same_pairs(cache_dir):
   for key in ("audio", "audio_mask", "correlated"):
     np.testing.assert_array_equal(got[key], expected[key])
   assert 0 < (expected["correlated"] == 0).sum() < 16
+
+
+def test_cmc_model_loads_the_tower_frozen_and_bad_towers_are_named(cache_dir, tmp_path):
+  tower_run = str(tmp_path / "tower")
+  tower_config = load_config("ytb8m_correlation", "tiny")
+  tower_config.total_steps = 2
+  train_and_evaluate(tower_config, tower_run)
+  reader = CheckpointReader(f"{tower_run}/checkpoints")
+  trained = reader.read_arrays(reader.latest_step(), keys=["params"])["params"]["tower"]
+
+  config = load_config("ytb8m", "tiny,netvlad_cmc")
+  config.total_steps, config.eval_every_steps = 4, 0
+  with pytest.raises(ValueError, match="--config.model.correlation.workdir=<its workdir>"):
+    train_and_evaluate(config, str(tmp_path / "no_tower"))
+  config.model.correlation.workdir = tower_run  # the init_from entry follows this key
+  assert config.init_from[0].source == tower_run
+  main_run = str(tmp_path / "main")
+  train_and_evaluate(config, main_run)
+  reader = CheckpointReader(f"{main_run}/checkpoints")
+  params = reader.read_arrays(reader.latest_step(), keys=["params"])["params"]
+  jax.tree.map(np.testing.assert_array_equal, params["correlation"], trained)  # frozen
+  assert reader.latest_step() == 4
+
+  config.model.correlation.hidden = 8  # not the tower's 16 units
+  with pytest.raises(ValueError, match=r"config.init_from\[0\]: params 'correlation/\w+/\w+' is "
+                     r"\(\S*8\S*\) float32 in this model but 'tower/\w+/\w+' is \(\S*16"):
+    train_and_evaluate(config, str(tmp_path / "wrong_shape"))
+  config.model.correlation.hidden = 16
+  config.model.correlation.workdir = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="missing"):
+    train_and_evaluate(config, str(tmp_path / "missing_tower"))

@@ -1,5 +1,6 @@
 """Sharded training equals single-device training: 8 fake CPU devices as a 4 x 2 (data x model)
-mesh, parameters partitioned by the config's rules (NetVLAD's hidden kernel over both axes; CLIP's
+mesh, parameters partitioned by the config's rules (NetVLAD's hidden kernel over both axes; the
+cross-modal Transformer with the correlation tower; CLIP's
 attention and MLP kernels tensor-parallel over 'model' and FSDP over 'data')."""
 
 import json
@@ -31,10 +32,15 @@ def _run_equivalence(config_name, *overrides, cache_dir, optimizers=("adam", "sg
   return summary
 
 
-@pytest.mark.parametrize("model,fusion", [("netvlad", "late"), ("transformer", "early")])
-def test_4x2_mesh_matches_one_device(model, fusion, cache_dir):
+# transformer/cmc: the cross-modal Transformer with the correlation tower and CM-C's context
+# layers (the tower's weights need not be loaded for this comparison), SGD only (parameters
+# compared exactly; Adam's sharded state: the NetVLAD case).
+@pytest.mark.parametrize("model,fusion,optimizers", [("netvlad", "late", ("adam", "sgd")),
+                                                     ("transformer", "cmc", ("sgd",))])
+def test_4x2_mesh_matches_one_device(model, fusion, optimizers, cache_dir):
   summary = _run_equivalence("ytb8m", f"model.name={model}", f"model.fusion={fusion}",
-                             cache_dir=cache_dir)
+                             "model.correlation.workdir=unused", cache_dir=cache_dir,
+                             optimizers=optimizers)
   if model == "netvlad":
     assert summary["specs"]["rgb_tower/netvlad_hidden/kernel"] == "P('data', 'model')"
     assert summary["specs"]["classifier/kernel"] == "P(None, 'model')"

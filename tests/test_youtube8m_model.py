@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from mmjax.projects.youtube8m.model import build_video_classifier
+from mmjax.projects.youtube8m.model import build_crossmodal_classifier, build_video_classifier
 
 
 def _batch(rng, frames, lengths, num_classes=16):
@@ -15,8 +15,9 @@ def _batch(rng, frames, lengths, num_classes=16):
           "mask": mask}
 
 
-@pytest.mark.parametrize("name", ["transformer", "netvlad", "attention_rnn"])
-@pytest.mark.parametrize("fusion", ["early", "late"])
+@pytest.mark.parametrize("name,fusion", [
+    (name, fusion) for name in ("transformer", "netvlad", "attention_rnn")
+    for fusion in ("early", "late")] + [("transformer", "cmc"), ("netvlad", "cmg")])
 def test_padding_is_invisible(name, fusion):
   config = load_config("ytb8m", "tiny")
   config.model.name, config.model.fusion, config.model.dropout_rate = name, fusion, 0.0
@@ -33,8 +34,27 @@ def test_padding_is_invisible(name, fusion):
                                               mutable=["batch_stats"])[0]
     np.testing.assert_allclose(run(padded), run(batch), atol=1e-4)
   names = set(variables["params"])
-  expected_towers = {"joint_tower"} if fusion == "early" else {"rgb_tower", "audio_tower"}
-  assert names == expected_towers | {"fusion", "classifier"}
+  if fusion in ("early", "late"):
+    expected_towers = {"joint_tower"} if fusion == "early" else {"rgb_tower", "audio_tower"}
+    assert names == expected_towers | {"fusion", "classifier"}
+  else:
+    assert {"correlation", "crossmodal", "fusion", "classifier"} <= names
+
+
+@pytest.mark.parametrize("name", ["transformer", "netvlad", "attention_rnn"])
+def test_cmg_with_the_gate_forced_to_zero_is_the_model_without_the_cross_term(name):
+  config = load_config("ytb8m", f"tiny,{name}_cmg")
+  config.model.dropout_rate = 0.0
+  build = lambda cross: build_crossmodal_classifier(config.model, num_classes=16, max_frames=8,
+                                                    cross=cross)
+  batch = _batch(np.random.default_rng(1), 8, [8, 5, 2])
+  variables = build(True).init(jax.random.PRNGKey(0), batch, train=False)
+  run = lambda model, v: model.apply(v, batch, train=False)
+  # The tower says "uncorrelated" (p = sigmoid(-1e4) = 0): the gate removes the cross term.
+  closed = jax.tree.map(lambda x: x, variables)
+  closed["params"]["correlation"]["output"]["bias"] = np.full((1,), -1e4, np.float32)
+  np.testing.assert_array_equal(run(build(True), closed), run(build(False), closed))
+  assert np.abs(np.asarray(run(build(True), variables) - run(build(False), variables))).max() > 0
 
 
 def test_netvlad_cluster_counts_and_classifier_prior():

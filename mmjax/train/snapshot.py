@@ -26,7 +26,8 @@ SNAPSHOT_FILE = "config.json"
 SAFE_TO_CHANGE = (
     "total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "max_nonfinite_steps", "best_metric", "best_mode", "mesh",
-    "sharding_rules", "init_from", "evals", "evals.*", "eval_batch_size",
+    "sharding_rules", "init_from", "model.correlation.workdir", "evals", "evals.*",
+    "eval_batch_size",
     "data.num_threads", "data.prefetch_batches", "data.eval_max_examples",
     "data.skip_bad_records", "data.max_bad_fraction", "data.synthetic.directory", "data.eval_*",
 )

@@ -9,17 +9,45 @@ Outputs are logits [batch, num_classes]; the loss lives outside the module.
 
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mmjax.nn import ContextGating, NetVLAD, TransformerEncoder
-from mmjax.nn.crossmodal import AttentionRNN
+from mmjax.nn.crossmodal import (
+  AttentionRNN,
+  CrossModalAttentionRNN,
+  CrossModalNetVLAD,
+  CrossModalTransformer,
+)
+from mmjax.projects.youtube8m.tower import CorrelationTower
+
+
+def willow_head(vlad, hidden_size: int, context_gating: bool, *, train: bool, prefix: str = ""):
+  """Dense ('<prefix>netvlad_hidden', no bias) -> BN ('<prefix>hidden_bn') -> ReLU -> context
+  gating ('<prefix>context_gating'): [B, K * D] -> [B, hidden_size]. Call inside a compact
+  method (the layers belong to the calling module)."""
+  h = nn.Dense(hidden_size, use_bias=False, name=f"{prefix}netvlad_hidden")(vlad)
+  h = nn.BatchNorm(use_running_average=not train, momentum=0.99, name=f"{prefix}hidden_bn")(h)
+  h = nn.relu(h)
+  if context_gating:
+    h = ContextGating(name=f"{prefix}context_gating")(h, train=train)
+  return h
+
+
+def classifier_head(h, fusion_hidden: int, dropout_rate: float, num_classes: int, *, train: bool):
+  """Dense('fusion') -> ReLU -> Dropout -> Dense('classifier'): [B, E] -> logits [B, C]. The
+  classifier bias starts at -log(C - 1) (prior p = 1/C). Call inside a compact method."""
+  h = nn.relu(nn.Dense(fusion_hidden, name="fusion")(h))
+  h = nn.Dropout(dropout_rate)(h, deterministic=not train)
+  prior = -math.log(max(num_classes - 1, 1))
+  return nn.Dense(num_classes, bias_init=nn.initializers.constant(prior), name="classifier")(h)
 
 
 class NetVLADTower(nn.Module):
-  """NetVLAD -> Dense ("netvlad_hidden") -> BN -> ReLU -> context gating (WILLOW head).
+  """NetVLAD -> willow_head (FC "netvlad_hidden", BN, ReLU, context gating; WILLOW).
 
   [B, T, D], [B, T] -> [B, hidden_size]. The netvlad_hidden kernel is [K * D, hidden_size]
   (131k x hidden for 128 video clusters): the sharding rules split it over the mesh.
@@ -31,12 +59,7 @@ class NetVLADTower(nn.Module):
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     vlad = NetVLAD(self.num_clusters, name="netvlad")(x, mask, train=train)
-    h = nn.Dense(self.hidden_size, use_bias=False, name="netvlad_hidden")(vlad)
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.99, name="hidden_bn")(h)
-    h = nn.relu(h)
-    if self.context_gating:
-      h = ContextGating(name="context_gating")(h, train=train)
-    return h
+    return willow_head(vlad, self.hidden_size, self.context_gating, train=train)
 
 
 class VideoClassifier(nn.Module):
@@ -72,15 +95,53 @@ class VideoClassifier(nn.Module):
       streams, tower_names = [jnp.concatenate(streams, axis=-1)], ["joint"]
     embeddings = [make_tower(name=f"{n}_tower")(x, mask, train=train)
                   for make_tower, n, x in zip(self.towers, tower_names, streams)]
-    h = jnp.concatenate(embeddings, axis=-1)
-    h = nn.relu(nn.Dense(self.fusion_hidden, name="fusion")(h))
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=not train)
-    prior = -math.log(max(self.num_classes - 1, 1))
-    return nn.Dense(self.num_classes, bias_init=nn.initializers.constant(prior),
-                    name="classifier")(h)
+    return classifier_head(jnp.concatenate(embeddings, axis=-1), self.fusion_hidden,
+                           self.dropout_rate, self.num_classes, train=train)
 
 
-FUSIONS = ("early", "late")
+class CrossModalClassifier(nn.Module):
+  """Seed 001's CM-G / CM-C classifier: the frozen correlation tower ('correlation', loaded from
+  the tower run by config.init_from) scores p = sigmoid(tower(rgb, audio)); a cross-modal layer
+  (mmjax/nn/crossmodal.py) reads both streams with
+    CM-G: gate g = p on the cross-modal term (p = 0: no influence, 1: full);
+    CM-C: context c = ReLU FC layers (context_layers x context_dim) of p, concatenated with each
+          stream's frame input to the cross-modal layer (gate 1);
+  the stream embeddings (NetVLAD: each through willow_head) are concatenated into
+  classifier_head, as in late fusion.
+
+  Call: batch with 'rgb' [B, T, D_v], 'audio' [B, T, D_a], 'mask' [B, T] -> logits [B, C].
+  """
+  crossmodal: Callable[..., nn.Module]  # the cross-modal layer (name 'crossmodal')
+  correlation: Callable[..., nn.Module]  # the correlation tower (name 'correlation')
+  fusion: str  # 'cmg' or 'cmc'
+  num_classes: int
+  fusion_hidden: int
+  dropout_rate: float = 0.0
+  context_dim: int = 16
+  context_layers: int = 2
+  netvlad_head: Tuple[int, bool] = ()  # (hidden_size, context_gating) for NetVLAD streams
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    rgb, audio, mask = batch["rgb"], batch["audio"], batch["mask"]
+    p = jax.nn.sigmoid(self.correlation(name="correlation")(rgb, audio, mask, mask, train=False))
+    gate, context = None, None
+    if self.fusion == "cmg":
+      gate = p
+    else:
+      context = p[:, None]
+      for i in range(self.context_layers):
+        context = nn.relu(nn.Dense(self.context_dim, name=f"context_{i}")(context))
+    embeddings = self.crossmodal(name="crossmodal")(rgb, audio, mask, gate, context, train=train)
+    if self.netvlad_head:
+      embeddings = [willow_head(e, *self.netvlad_head, train=train, prefix=f"{m}_")
+                    for m, e in zip(("rgb", "audio"), embeddings)]
+    return classifier_head(jnp.concatenate(embeddings, axis=-1), self.fusion_hidden,
+                           self.dropout_rate, self.num_classes, train=train)
+
+
+FUSIONS = ("early", "late", "cmg", "cmc")
+CROSSMODAL_FUSIONS = ("cmg", "cmc")
 MODELS = ("transformer", "netvlad", "attention_rnn")
 
 
@@ -92,6 +153,9 @@ def build_video_classifier(model_config, *, feature_names: Sequence[str], num_cl
   """
   if model_config.fusion not in FUSIONS:
     raise ValueError(f"config.model.fusion={model_config.fusion!r}; expected one of {FUSIONS}")
+  if model_config.fusion in CROSSMODAL_FUSIONS:
+    return build_crossmodal_classifier(model_config, num_classes=num_classes,
+                                       max_frames=max_frames)
   num_towers = 1 if model_config.fusion == "early" else len(feature_names)
   if model_config.name == "transformer":
     t = model_config.transformer
@@ -118,3 +182,33 @@ def build_video_classifier(model_config, *, feature_names: Sequence[str], num_cl
                          fusion=model_config.fusion, num_classes=num_classes,
                          fusion_hidden=model_config.fusion_hidden,
                          dropout_rate=model_config.dropout_rate)
+
+
+def build_crossmodal_classifier(model_config, *, num_classes: int, max_frames: int,
+                                cross: bool = True) -> CrossModalClassifier:
+  """The CM-G / CM-C classifier of `model_config.name`'s family (config.model.crossmodal: F's
+  kind and the CM-C context layers; config.model.correlation: the tower's size). `cross=False`
+  drops the cross-modal term (for comparisons)."""
+  c = model_config.crossmodal
+  netvlad_head = ()
+  if model_config.name == "transformer":
+    t = model_config.transformer
+    layer = functools.partial(CrossModalTransformer, t.d_model, t.num_heads, t.num_layers,
+                              t.mlp_dim, max_frames, c.transform, model_config.dropout_rate,
+                              cross)
+  elif model_config.name == "netvlad":
+    v = model_config.netvlad
+    layer = functools.partial(CrossModalNetVLAD, tuple(v.clusters[:2]), c.transform, cross)
+    netvlad_head = (v.hidden_size, v.context_gating)
+  elif model_config.name == "attention_rnn":
+    r = model_config.attention_rnn
+    layer = functools.partial(CrossModalAttentionRNN, r.hidden, tuple(r.num_units[:2]),
+                              r.attention_hidden, c.transform, cross)
+  else:
+    raise ValueError(f"config.model.name={model_config.name!r}; expected one of {MODELS}")
+  return CrossModalClassifier(
+      crossmodal=layer,
+      correlation=functools.partial(CorrelationTower, model_config.correlation.hidden),
+      fusion=model_config.fusion, num_classes=num_classes,
+      fusion_hidden=model_config.fusion_hidden, dropout_rate=model_config.dropout_rate,
+      context_dim=c.context_dim, context_layers=c.context_layers, netvlad_head=netvlad_head)

@@ -10,7 +10,7 @@ import numpy as np
 
 from mmjax import losses, metrics
 from mmjax.data import pipeline
-from mmjax.projects.youtube8m.model import build_video_classifier
+from mmjax.projects.youtube8m.model import CROSSMODAL_FUSIONS, build_video_classifier
 from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, register
 from mmjax.tasks.data_task import DataModuleTask
 
@@ -49,6 +49,11 @@ class Youtube8mTask(DataModuleTask):
     with data_config.unlocked():
       data_config.train_pattern, data_config.eval_pattern = patterns
     self.data_config = data_config
+    if self.config.model.get("fusion") in CROSSMODAL_FUSIONS and not (
+        self.config.model.correlation.workdir):
+      raise ValueError(f"config.model.fusion={self.config.model.fusion!r} loads a trained "
+                       "correlation tower: train configs/ytb8m_correlation.py, then pass "
+                       "--config.model.correlation.workdir=<its workdir>")
     self.taxonomy_file = patterns.taxonomy_file
     if patterns.taxonomy_file:
       self._class_levels = metrics.load_taxonomy(patterns.taxonomy_file,
