@@ -413,3 +413,28 @@ def test_bad_hierarchy_names_file_and_class(tmp_path, rows, message):
   with pytest.raises(ValueError, match=message) as error:
     metrics.read_taxonomy(path, 8)
   assert str(path) in str(error.value)
+
+
+def test_per_category_metrics_match_reference_on_filtered_arrays():
+  # Seed 001 Tables 5 and 9: the metrics over the classes under each level-0 category.
+  num_classes, top_k = 30, 10
+  rng = np.random.default_rng(12)
+  categories = rng.integers(-1, 3, num_classes)
+  categories[:3] = [0, 1, 2]
+  p = (rng.random((150, num_classes)) ** 6).astype(np.float32)
+  y = (rng.random((150, num_classes)) < 0.05).astype(np.float32)
+  p += 0.4 * y
+  result = stream(metrics.Youtube8mMetrics(num_classes, top_k, class_categories=categories,
+                                           category_names=('Games', 'Autos & Vehicles', 'Food')),
+                  p, y, seed=3)
+  expected = ref_all(p, y, top_k)
+  for k, name in enumerate(('games', 'autos_vehicles', 'food')):
+    columns = np.flatnonzero(categories == k)
+    p_k, y_k = p[:, columns], y[:, columns]
+    keep = (y_k > 0).any(1) | (p_k >= 0.5).any(1)
+    assert 0 < keep.sum() < len(keep)
+    for metric, value in ref_all(p_k[keep], y_k[keep], top_k).items():
+      expected[f'category_{name}/{metric}'] = value
+  assert_metrics_close(result, expected)
+  assert metrics.error_rates(result)['category_food/err_gap'] == pytest.approx(
+      100 * (1 - result['category_food/gap']))

@@ -63,7 +63,9 @@ def test_every_variant_builds_its_task_and_state_shapes(name, variant):
 
 def test_unknown_variant_lists_the_valid_ones():
   with pytest.raises(ValueError, match=r"unknown variant\(s\) \['bogus'\]; valid variants: "
-                     r"\['early', 'netvlad', 'paper', 'tiny'\]"):
+                     r"\['attention_rnn_cmc', .*'netvlad_late', 'paper', 'tiny', "
+                     r"'transformer_cmc', 'transformer_cmg', 'transformer_early', "
+                     r"'transformer_late'\]"):
     load_config("ytb8m", "tiny,bogus")
   assert load_config("ytb8m", "paper,netvlad").model.name == "netvlad"
   assert load_config("ytb8m", "netvlad,early").model.fusion == "early"

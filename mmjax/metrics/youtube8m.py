@@ -31,6 +31,9 @@ Everything runs in numpy on the host. `Youtube8mMetrics` keeps only
 per-video top-k summaries, so 128k videos x 3862 classes never sit in memory.
 """
 
+import re
+from typing import Sequence
+
 import numpy as np
 
 _METRICS = ('gap', 'map', 'perr', 'hit_at_1')
@@ -111,7 +114,9 @@ class Youtube8mMetrics:
 
   def __init__(self, num_classes: int, top_k: int = 20,
                class_levels: np.ndarray | None = None,
-               level_threshold: float = 0.5):
+               level_threshold: float = 0.5,
+               class_categories: np.ndarray | None = None,
+               category_names: Sequence[str] = ()):
     """Creates an empty accumulator.
 
     Args:
@@ -119,8 +124,13 @@ class Youtube8mMetrics:
       top_k: predictions kept per video; k = min(top_k, C).
       class_levels: optional [C] int levels (from `load_taxonomy`); classes at
         level -1 only count for the overall metrics.
-      level_threshold: a video counts for level l when it has a positive label
-        or a score >= level_threshold at that level.
+      level_threshold: a video counts for a group of classes (a level or a
+        category) when it has a positive label or a score >= level_threshold
+        among them.
+      class_categories: optional [C] int level-0 category of each class
+        (`Taxonomy.top`, -1 for none), for per-category metrics (seed 001
+        Tables 5 and 9) named 'category_<name>/...' after `category_names`.
+      category_names: the category names, indexed by `class_categories`.
     """
     if num_classes < 1:
       raise ValueError(f'num_classes must be >= 1, got {num_classes}')
@@ -134,7 +144,8 @@ class Youtube8mMetrics:
     self._perr = [np.empty(0)]
     self._hit_at_1 = [np.empty(0)]
     self._class_positives = np.zeros(num_classes, np.int64)
-    self._levels = _level_accumulators(class_levels, num_classes, top_k)
+    self._groups = {**_level_groups(class_levels, num_classes, top_k),
+                    **_category_groups(class_categories, category_names, num_classes, top_k)}
 
   def update(self, predictions, labels, weights=None) -> None:
     """Adds one batch.
@@ -150,7 +161,7 @@ class Youtube8mMetrics:
       if not keep.all():
         scores, positives = scores[keep], positives[keep]
     self._accumulate(scores, positives)
-    for columns, level_metrics in self._levels.values():
+    for columns, level_metrics in self._groups.values():
       level_scores = np.take(scores, columns, axis=1)
       level_positives = np.take(positives, columns, axis=1)
       present = (level_positives.any(axis=1)
@@ -165,13 +176,14 @@ class Youtube8mMetrics:
 
     Returns:
       {'gap', 'map', 'perr', 'hit_at_1': float, 'num_examples': int}, plus
-      'level_{l}/<same keys>' for each level l when class_levels was given.
-      Metrics over zero videos are 0.0.
+      'level_{l}/<same keys>' for each level l when class_levels was given and
+      'category_<name>/<same keys>' for each category when class_categories
+      was. Metrics over zero videos are 0.0.
     """
     result = self._compute_overall()
-    for level, (_, level_metrics) in self._levels.items():
-      for name, value in level_metrics.compute().items():
-        result[f'level_{level}/{name}'] = value
+    for group, (_, group_metrics) in self._groups.items():
+      for name, value in group_metrics.compute().items():
+        result[f'{group}/{name}'] = value
     return result
 
   def _accumulate(self, scores: np.ndarray, positives: np.ndarray) -> None:
@@ -405,17 +417,31 @@ def _mean(values: np.ndarray) -> float:
   return float(values.mean()) if values.size else 0.0
 
 
-def _level_accumulators(class_levels, num_classes: int, top_k: int) -> dict:
-  """{level: ([C_l] class ids, Youtube8mMetrics over them)} for levels >= 0."""
-  if class_levels is None:
+def _level_groups(class_levels, num_classes: int, top_k: int) -> dict:
+  """{'level_<l>': ([C_l] class ids, Youtube8mMetrics over them)} for levels >= 0."""
+  return _groups(class_levels, num_classes, top_k, 'class_levels',
+                 lambda level: f'level_{level}')
+
+
+def _category_groups(class_categories, names: Sequence[str], num_classes: int,
+                     top_k: int) -> dict:
+  """{'category_<name>': ([C_k] class ids, Youtube8mMetrics over them)} per category (its
+  name lowercased, runs of other characters than [a-z0-9] as '_')."""
+  slugs = [re.sub(r'[^a-z0-9]+', '_', str(name).lower()).strip('_') for name in names]
+  return _groups(class_categories, num_classes, top_k, 'class_categories',
+                 lambda k: f'category_{slugs[k] if slugs.count(slugs[k]) == 1 else k}')
+
+
+def _groups(class_group, num_classes: int, top_k: int, what: str, name) -> dict:
+  """{name(g): (class ids of group g, Youtube8mMetrics over them)} for every group id g >= 0
+  of class_group ([C] ints)."""
+  if class_group is None:
     return {}
-  class_levels = np.asarray(class_levels)
-  if class_levels.shape != (num_classes,):
-    raise ValueError(f'class_levels must be [{num_classes}], got '
-                     f'{class_levels.shape}')
+  class_group = np.asarray(class_group)
+  if class_group.shape != (num_classes,):
+    raise ValueError(f'{what} must be [{num_classes}], got {class_group.shape}')
   accumulators = {}
-  for level in np.unique(class_levels[class_levels >= 0]):
-    columns = np.flatnonzero(class_levels == level)
-    accumulators[int(level)] = (columns,
-                                Youtube8mMetrics(columns.size, top_k))
+  for group in np.unique(class_group[class_group >= 0]):
+    columns = np.flatnonzero(class_group == group)
+    accumulators[name(int(group))] = (columns, Youtube8mMetrics(columns.size, top_k))
   return accumulators

@@ -143,7 +143,6 @@ class CorrelationTask(Youtube8mTask):
       raise ValueError(f"config.data.level={config.data.level!r}: the correlation tower pairs "
                        "frame sequences ('frame')")
     super().__init__(config)
-    self._taxonomy = None
 
   def build_model(self):
     return _PairModel(CorrelationTower(self.config.model.hidden, self.config.model.dropout_rate))
@@ -156,14 +155,13 @@ class CorrelationTask(Youtube8mTask):
       raise ValueError("the correlation tower needs each class's level-0 category: set "
                        "config.data.taxonomy_file (a taxonomy CSV with a parent column, or the "
                        "YouTube-8M vocabulary.csv)")
-    self._taxonomy = metrics.read_taxonomy(self.taxonomy_file, self.config.data.num_classes)
-    if not self._taxonomy.has_hierarchy:
+    if not self.taxonomy.has_hierarchy:
       raise ValueError(f"{self.taxonomy_file}: the taxonomy has no parent column, so no level-0 "
                        "categories (config.data.taxonomy_file)")
 
   def _pair(self, batch):
-    categories = level0_categories(batch["labels"], self._taxonomy.top,
-                                   len(self._taxonomy.categories))
+    categories = level0_categories(batch["labels"], self.taxonomy.top,
+                                   len(self.taxonomy.categories))
     return pair_batch(batch, categories, self.config.seed,
                       where=f"taxonomy {self.taxonomy_file}; raise config.batch_size")
 

@@ -1,8 +1,9 @@
 """YouTube-8M multi-label video categorization (seed 001 baselines).
 
 Binds: mmjax.data (TFRecord pipelines, synthetic default), mmjax.projects.youtube8m.model,
-the starter code's summed sigmoid cross-entropy, and the GAP/MAP/PERR/Hit@1 evaluator (overall and
-per taxonomy level when config.data.taxonomy_file is set or the synthetic data provides one).
+the starter code's summed sigmoid cross-entropy, and the GAP/MAP/PERR/Hit@1 evaluator (overall,
+per taxonomy level and per level-0 category when config.data.taxonomy_file is set or the synthetic
+data provides one).
 """
 
 import jax
@@ -34,7 +35,7 @@ class Youtube8mTask(DataModuleTask):
     self.feature_names = ("rgb", "audio")
     self.model = self.build_model()
     self.taxonomy_file = ""
-    self._class_levels = None
+    self.taxonomy = None  # mmjax.metrics.Taxonomy, read by prepare
 
   def build_model(self):
     """The flax module (config.model): the video classifier."""
@@ -56,8 +57,7 @@ class Youtube8mTask(DataModuleTask):
                        "--config.model.correlation.workdir=<its workdir>")
     self.taxonomy_file = patterns.taxonomy_file
     if patterns.taxonomy_file:
-      self._class_levels = metrics.load_taxonomy(patterns.taxonomy_file,
-                                                 self.config.data.num_classes)
+      self.taxonomy = metrics.read_taxonomy(patterns.taxonomy_file, self.config.data.num_classes)
 
   def example_batch(self, batch_size: int):
     sizes = dict(zip(self.feature_names, self.config.data.feature_sizes))
@@ -78,6 +78,11 @@ class Youtube8mTask(DataModuleTask):
 
   def new_evaluator(self, split: EvalSplit = DEFAULT_SPLIT):
     del split
+    taxonomy = self.taxonomy
+    hierarchy = taxonomy is not None and taxonomy.has_hierarchy
     return metrics.LabelsEvaluator(
-        metrics.Youtube8mMetrics(self.config.data.num_classes, top_k=20,
-                                 class_levels=self._class_levels), "labels")
+        metrics.Youtube8mMetrics(
+            self.config.data.num_classes, top_k=20,
+            class_levels=None if taxonomy is None else taxonomy.levels,
+            class_categories=taxonomy.top if hierarchy else None,
+            category_names=taxonomy.categories if hierarchy else ()), "labels")
