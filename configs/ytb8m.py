@@ -94,7 +94,9 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "transformer"  # 'transformer', 'netvlad' or 'attention_rnn'
-  config.model.fusion = "late"  # 'early' (concat per frame) or 'late' (tower per modality + MLP)
+  # 'early' (concat per frame), 'late' (tower per modality + MLP), 'cmg' / 'cmc' (cross-modal
+  # layer guided by the correlation tower as a gate / as a concatenated feature)
+  config.model.fusion = "late"
   config.model.dropout_rate = 0.1
   config.model.fusion_hidden = 256  # late-fusion MLP width
   config.model.transformer = ml_collections.ConfigDict()

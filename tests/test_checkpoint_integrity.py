@@ -63,6 +63,19 @@ def test_a_damaged_latest_checkpoint_falls_back_and_is_moved_aside(damage, eight
   assert restore_for_eval(config, str(workdir))[4] == 12
 
 
+def test_when_every_checkpoint_is_unreadable_no_restart_starts_afresh(eight_steps, tmp_path):
+  workdir, config = _copy(eight_steps, tmp_path), _config(12)
+  for step in (4, 8):
+    _remove_metadata(str(workdir / "checkpoints" / str(step)))
+  with pytest.raises(CorruptCheckpointError, match=r"none of the steps \[4, 8\] was readable"):
+    train_and_evaluate(config, str(workdir))
+  with pytest.raises(CorruptCheckpointError, match=r"every checkpoint of this run was moved to "
+                     r".*corrupt_checkpoints as unreadable"):  # the requeued run
+    train_and_evaluate(config, str(workdir))
+  assert not os.listdir(workdir / "checkpoints") or not any(
+      d.isdigit() for d in os.listdir(workdir / "checkpoints"))
+
+
 def test_eval_latest_falls_back_but_an_explicit_bad_step_is_an_error(eight_steps, tmp_path):
   workdir, config = _copy(eight_steps, tmp_path), _config(8)
   _truncate_largest_data_file(str(workdir / "checkpoints" / "8"))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mmjax.nn.crossmodal import (
-  AttentionClusters,
   AttentionTransform,
   CrossModalAttentionRNN,
+  CrossModalEncoderBlock,
   CrossModalNetVLAD,
   CrossModalTransformer,
   HeadwiseTransform,
@@ -36,6 +36,19 @@ def _layers(transform):
 
 def _relu(x):
   return np.maximum(x, 0.0)
+
+
+def _dense(x, params):
+  return x @ params["kernel"] + params["bias"]
+
+
+def _layer_norm(x, params, eps=1e-6):
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * params["scale"] + params["bias"]
+
+
+def _gelu_tanh(x):
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
 # The padding and gate properties do not depend on the kind of F; each kind is run once here
@@ -119,12 +132,17 @@ def test_crossmodal_attention_rnn_is_the_paper_equation():
   layer = CrossModalAttentionRNN(8, (3, 2), 5)
   variables = layer.init(jax.random.PRNGKey(2), x_v, x_a, mask, gate)
   out_v, out_a = layer.apply(variables, x_v, x_a, mask, gate)
-  p = variables["params"]
+  p = jax.tree.map(np.asarray, variables["params"])
+  # The LSTM states come from flax's cell; the attention units and the cross term are numpy.
   states = {m: np.asarray(RecurrentStates(8).apply({"params": p[f"{m}_rnn"]}, x, mask))
             for m, x in (("rgb", x_v), ("audio", x_a))}
-  alphas = {m: np.asarray(AttentionClusters(n, 5).apply({"params": p[f"{m}_attention"]},
-                                                         states[m], mask))
-            for m, n in (("rgb", 3), ("audio", 2))}
+  alphas = {}
+  for m in ("rgb", "audio"):
+    a = p[f"{m}_attention"]
+    scores = _dense(np.tanh(_dense(states[m], a["project"])), a["score"])  # w_n^T tanh(W h_t)
+    scores = np.where(mask[..., None] > 0, scores, -np.inf)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    alphas[m] = e / e.sum(axis=1, keepdims=True)  # softmax over the real frames
   for m, other, out in (("rgb", "audio", out_v), ("audio", "rgb", out_a)):
     weights = alphas[m] + gate[:, None, None] * _numpy_transform(
         alphas[other], p[f"F_{other}"]) * mask[..., None]
@@ -158,3 +176,44 @@ def test_transforms_are_the_stated_functions():
   np.testing.assert_allclose(dense.apply({"params": p}, alpha), expected, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="config.model.crossmodal.transform"):
     AttentionTransform(5, "tanh").init(jax.random.PRNGKey(0), alpha)
+
+
+def test_crossmodal_transformer_block_is_the_paper_equation():
+  # Head i of the video stream: softmax(l_iv + g F_ia(l_ia)) V_iv, l_im = q_im k_im^T / sqrt(d),
+  # F_ia(l) = ReLU(s_i l + b_i); symmetrically for audio; then out_proj, residual, LN, MLP.
+  rng = np.random.default_rng(4)
+  x_v, x_a, mask = _streams(rng)
+  x_a = rng.normal(size=(3, 6, 6)).astype(np.float32)  # another width, same heads
+  gate = np.array([1.0, 0.5, 0.0], np.float32)
+  block = CrossModalEncoderBlock(num_heads=2, mlp_dim=10)
+  variables = block.init(jax.random.PRNGKey(3), x_v, x_a, mask, gate)
+  p = jax.tree.map(np.asarray, variables["params"])
+  # Non-trivial F, different per stream: negative scales and biases per head.
+  p["F_rgb"] = {"scale": np.array([0.7, -1.3], np.float32),
+                "bias": np.array([0.2, 0.4], np.float32)}
+  p["F_audio"] = {"scale": np.array([-0.5, 1.1], np.float32),
+                  "bias": np.array([0.3, -0.1], np.float32)}
+  out_v, out_a = block.apply({"params": p}, x_v, x_a, mask, gate)
+
+  def heads(x, m, name):
+    y = _dense(_layer_norm(x, p[f"{m}_layer_norm1"]), p[f"{m}_{name}_proj"])
+    return y.reshape(y.shape[:2] + (2, -1))
+
+  streams = {"rgb": x_v, "audio": x_a}
+  logits = {m: np.einsum("bqhd,bkhd->bhqk", heads(x, m, "q") / np.sqrt(x.shape[-1] / 2),
+                         heads(x, m, "k")) for m, x in streams.items()}
+  for m, other, out in (("rgb", "audio", out_v), ("audio", "rgb", out_a)):
+    f = p[f"F_{other}"]
+    crossed = _relu(f["scale"][None, :, None, None] * logits[other]
+                    + f["bias"][None, :, None, None])
+    combined = logits[m] + gate[:, None, None, None] * crossed
+    combined = np.where(mask[:, None, None, :] > 0, combined, -np.inf)
+    weights = np.exp(combined - combined.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    x = streams[m]
+    attended = np.einsum("bhqk,bkhd->bqhd", weights, heads(x, m, "v")).reshape(x.shape)
+    x = x + _dense(attended, p[f"{m}_out_proj"])
+    mlp = p[f"{m}_mlp"]
+    h = _dense(_gelu_tanh(_dense(_layer_norm(x, p[f"{m}_layer_norm2"]), mlp["fc1"])), mlp["fc2"])
+    real = mask > 0  # padded query frames attend uniformly in the layer; never pooled
+    np.testing.assert_allclose(np.asarray(out)[real], (x + h)[real], atol=2e-5)

@@ -122,7 +122,7 @@ class Youtube8mMetrics:
     Args:
       num_classes: C, the width of every predictions / labels batch.
       top_k: predictions kept per video; k = min(top_k, C).
-      class_levels: optional [C] int levels (from `load_taxonomy`); classes at
+      class_levels: optional [C] int levels (`read_taxonomy(...).levels`); classes at
         level -1 only count for the overall metrics.
       level_threshold: a video counts for a group of classes (a level or a
         category) when it has a positive label or a score >= level_threshold

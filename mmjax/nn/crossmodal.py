@@ -18,12 +18,11 @@ to the cross-modal layer. Padded frames (mask 0) never reach an output.
 from typing import Optional, Tuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from mmjax.nn.netvlad import soft_assignment, vlad_centers, vlad_descriptor
 from mmjax.nn.pooling import masked_mean
-from mmjax.nn.transformer import Mlp, attend, attention_logits, project_heads
+from mmjax.nn.transformer import Mlp, attend, attention_logits, masked_softmax, project_heads
 
 TRANSFORMS = ("relu", "mlp")
 STREAMS = ("rgb", "audio")  # parameter-name prefixes of the video and the audio stream
@@ -226,8 +225,8 @@ class CrossModalNetVLAD(nn.Module):
 
 def masked_temporal_softmax(scores: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   """alpha_tn = softmax over real frames t of scores [B, T, N]; 0 at padded frames."""
-  scores = jnp.where(mask[..., None] > 0, scores, jnp.finfo(scores.dtype).min)
-  return jax.nn.softmax(scores, axis=1) * mask[..., None].astype(scores.dtype)
+  alpha = masked_softmax(scores, mask[..., None] > 0, axis=1)
+  return alpha * mask[..., None].astype(scores.dtype)
 
 
 class AttentionClusters(nn.Module):

@@ -51,13 +51,19 @@ def attention_logits(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
   return jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
 
 
-def attend(logits: jnp.ndarray, mask: Optional[jnp.ndarray], v: jnp.ndarray) -> jnp.ndarray:
-  """softmax over keys of `logits` [B, H, Lq, Lk] where `mask` (bool, broadcastable; True =
-  attend) allows, applied to v [B, Lk, H, d_head] -> [B, Lq, H * d_head]. A query row whose keys
-  are all masked attends uniformly (finite, no NaN)."""
+def masked_softmax(logits: jnp.ndarray, mask: Optional[jnp.ndarray], axis: int) -> jnp.ndarray:
+  """softmax of `logits` along `axis` over the entries where `mask` (bool, broadcastable; True =
+  keep) allows; masked entries get weight 0 unless all are masked (then uniform: finite)."""
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-  weights = jax.nn.softmax(logits, axis=-1)
+  return jax.nn.softmax(logits, axis=axis)
+
+
+def attend(logits: jnp.ndarray, mask: Optional[jnp.ndarray], v: jnp.ndarray) -> jnp.ndarray:
+  """masked_softmax over keys of `logits` [B, H, Lq, Lk] (`mask` True = attend), applied to
+  v [B, Lk, H, d_head] -> [B, Lq, H * d_head]. A query row whose keys are all masked attends
+  uniformly (finite, no NaN)."""
+  weights = masked_softmax(logits, mask, axis=-1)
   out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
   return out.reshape(out.shape[:2] + (-1,))
 

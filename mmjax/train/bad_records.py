@@ -8,8 +8,10 @@ metrics.jsonl, and stops when the fraction of bad records among those this run h
 
   sum bad / (sum bad + sum good) > config.data.max_bad_fraction,
 
-with the same decision on every process (the sums are gathered). Counts start again with each
-(resumed) run. A dataset without a `skip_counter` is not monitored.
+with the same decision on every process (the sums are gathered); a config without the key
+allows none (0). Counts start again with each (resumed) run. A dataset without a
+`skip_counter` is not monitored. (The input pipeline keeps its own, looser stop for configs that
+make every record bad, where no batch would ever fill: mmjax.data.pipeline._ReadAndParse.)
 """
 
 import logging

@@ -77,11 +77,12 @@ def remap_iterator_states(states, count: int):
   The training pipelines (mmjax.data.sharded_stream) cut one global stream into global batches,
   process p reading the p-th block of each; a state is {'next_index': n}, the number of stream
   positions the process consumed. With m saved processes at n each, the global position is
-  n * m, and each of `count` new processes resumes at n * m / count: the global batches that
-  follow are exactly those of an uninterrupted run. Processes that skipped bad records can stand
-  at different n; then the furthest one decides (nothing is read twice; a few records are
-  skipped). Returns (state, exact). ValueError when a state has another form or the position
-  does not divide over `count` processes."""
+  n * m, and each of `count` new processes resumes at n * m / count: when no records were
+  skipped, the global batches that follow are exactly those of an uninterrupted run. Processes
+  that skipped bad records can stand at different n; then the furthest one decides (nothing is
+  read twice; a few records are skipped). Equal n after skips is reported exact although the
+  blocks may then be shifted by the skipped count. Returns (state, exact). ValueError when a
+  state has another form or the position does not divide over `count` processes."""
   if not all(isinstance(s, dict) and set(s) == {"next_index"} and isinstance(s["next_index"], int)
              for s in states):
     raise ValueError(f"cannot map the iterator states of {len(states)} processes onto {count} "
@@ -204,10 +205,12 @@ class Checkpointer(_StepIndex):
 
   best_metric: '' (keep only the latest `keep`) or the name of a metric passed to `save`
     (e.g. 'eval/gap'); the best checkpoint by it, in `best_mode` ('max' or 'min'), is kept too.
+  cleanup_tmp: delete leftover temporary directories of interrupted saves at start (training
+    runs; False for readers such as launch/eval.py, which may run next to a live run).
   """
 
   def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True,
-               best_metric: str = "", best_mode: str = "max"):
+               best_metric: str = "", best_mode: str = "max", cleanup_tmp: bool = True):
     if save_every <= 0:
       raise ValueError(f"config.checkpoint_every_steps must be > 0, got {save_every}")
     if keep <= 0:
@@ -223,7 +226,9 @@ class Checkpointer(_StepIndex):
           keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_every, enable_async_checkpointing=async_save, create=True,
-        cleanup_tmp_directories=True,  # leftovers of an interrupted save never block a restart
+        # Leftovers of an interrupted save never block a restart (the training run's
+        # checkpointer; an evaluation next to a live run must not delete its save in progress).
+        cleanup_tmp_directories=cleanup_tmp,
         preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
         # best_fn makes Orbax store the metrics passed to save(); which steps are kept is
         # decided by the preservation policy above alone.
@@ -255,7 +260,8 @@ class Checkpointer(_StepIndex):
 
   def save_again(self, step: int, state, data_iterator, metrics) -> None:
     """Replaces checkpoint `step` (saved with a pending evaluation) by `state` with `metrics`;
-    waits for the save. A run killed in between resumes from the previous checkpoint."""
+    waits for the save. A run killed between the delete and the save resumes from the previous
+    kept checkpoint (with keep_checkpoints=1 there is none: it starts afresh)."""
     self.wait()
     self._manager.delete(step)
     self.save(step, state, data_iterator, force=True, metrics=metrics)
@@ -303,8 +309,14 @@ class Checkpointer(_StepIndex):
     moved aside to <workdir>/corrupt_checkpoints/<step>-<time> (not deleted) with a warning,
     and the next older step is tried. A checkpoint that does not match the config raises
     MismatchError at once (no fallback: the config, not the file, is wrong). Raises
-    CorruptCheckpointError when checkpoints existed but none was readable."""
+    CorruptCheckpointError when checkpoints existed but none was readable, and on every later
+    call while all of them are still moved aside (a fresh start would overwrite the run)."""
     steps = sorted(self.all_steps(), reverse=True)
+    if not steps and os.path.isdir(self.corrupt_directory) and os.listdir(self.corrupt_directory):
+      raise CorruptCheckpointError(self.directory, "latest", RuntimeError(
+          f"every checkpoint of this run was moved to {self.corrupt_directory} as unreadable; "
+          "starting afresh would overwrite the run: move a step back into "
+          f"{self.directory} or delete {self.corrupt_directory} to start afresh"))
     for step in steps:
       try:
         return step, self.restore(step, abstract_state, data_iterator)

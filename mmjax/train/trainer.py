@@ -73,15 +73,17 @@ def check_batch_size(name: str, batch_size: int, mesh) -> None:
   """The global batch must split evenly over processes and over the mesh's data axis."""
   divisor = math.lcm(jax.process_count(), mesh.shape["data"])
   if batch_size % divisor:
-    fitting = [f"('data', {d})" for d in range(mesh.shape["data"], 0, -1)
+    fitting = [d for d in range(mesh.shape["data"], 0, -1)
                if batch_size % math.lcm(jax.process_count(), d) == 0 and mesh.size % d == 0]
+    mesh_hint = (f", or give the data axis a size that divides it with --config.mesh (e.g. "
+                 f"('data', {fitting[0]}) and the other axes taking the remaining devices)"
+                 if fitting else "")
     raise ValueError(
         f"config.{name}={batch_size} must be divisible by {divisor} (processes "
         f"{jax.process_count()}, devices on the mesh's 'data' axis {mesh.shape['data']}): set "
-        f"--config.{name} to a multiple of {divisor}, or give the data axis a size that divides "
-        f"it with --config.mesh (e.g. {fitting[0]} and the other axes taking the remaining "
-        f"devices)" + (" (a resumed run also needs --allow_config_change to change the batch)"
-                       if name == "batch_size" else ""))
+        f"--config.{name} to a multiple of {divisor}{mesh_hint}"
+        + (" (a resumed run also needs --allow_config_change to change the batch)"
+           if name == "batch_size" else ""))
 
 
 def _format_eta(seconds: float) -> str:
@@ -392,7 +394,8 @@ def restore_for_eval(config, workdir: str, checkpoint="latest"):
   task.prepare(log.info)
   tx = build_optimizer_for(config, task)
   abstract, shardings = abstract_train_state(task, tx, mesh, config.sharding_rules, config.seed)
-  checkpointer = checkpointer_for(config, workdir, save_every=1, keep=1_000_000)
+  checkpointer = checkpointer_for(config, workdir, save_every=1, keep=1_000_000,
+                                  cleanup_tmp=False)
   try:
     if str(checkpoint or "latest") == "latest":  # falls back past unreadable steps
       restored = checkpointer.restore_latest(abstract_like(abstract, shardings))

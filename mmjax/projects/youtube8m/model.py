@@ -1,5 +1,6 @@
-"""YouTube-8M video classifiers (seed 001 baselines): Transformer, NetVLAD and attention-cluster
-RNN towers with early or late fusion of the rgb and audio frame streams.
+"""YouTube-8M video classifiers (seed 001): Transformer, NetVLAD and attention-cluster RNN towers
+with early or late fusion of the rgb and audio frame streams (VideoClassifier), and their
+cross-modal forms guided by the frozen correlation tower, CM-G / CM-C (CrossModalClassifier).
 
 - early fusion: rgb and audio are concatenated per frame, one tower reads [B, T, 1024 + 128].
 - late fusion: one tower per modality; tower embeddings are concatenated and fused by an MLP.
@@ -124,7 +125,9 @@ class CrossModalClassifier(nn.Module):
   @nn.compact
   def __call__(self, batch, *, train: bool = False):
     rgb, audio, mask = batch["rgb"], batch["audio"], batch["mask"]
-    p = jax.nn.sigmoid(self.correlation(name="correlation")(rgb, audio, mask, mask, train=False))
+    # The tower is frozen (config.init_from): no gradient needs to flow into it.
+    p = jax.lax.stop_gradient(jax.nn.sigmoid(
+        self.correlation(name="correlation")(rgb, audio, mask, mask, train=False)))
     gate, context = None, None
     if self.fusion == "cmg":
       gate = p
