@@ -120,7 +120,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.crossmodal.context_dim = 16  # CM-C: width of the FC layers on the tower output
   config.model.crossmodal.context_layers = 2  # CM-C: 2-3 FC layers (seed 001 section 3)
   config.model.correlation = ml_collections.ConfigDict()
-  config.model.correlation.hidden = 256  # = the tower run's config.model.hidden
+  config.model.correlation.hidden = 128  # = the tower run's config.model.hidden
   # The trained tower's run (configs/ytb8m_correlation.py workdir); the cmg / cmc rows load its
   # 'tower' params into 'correlation', frozen, through config.init_from.
   config.model.correlation.workdir = ""

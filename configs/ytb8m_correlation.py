@@ -26,9 +26,14 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   with config.unlocked():
     set_keys(config, task="youtube8m_correlation", best_metric="eval/accuracy",
              sharding_rules=(), total_steps=500, eval_every_steps=250)
+    # The paper does not give the tower's training set-up. Measured on the embedded data
+    # (500 steps of batch 32): Adam 2e-4 (the classifiers' rate) leaves it at chance (accuracy
+    # 0.50); 1e-3 with 256 units and dropout 0.1 reaches 0.80 but overfits (eval loss rising);
+    # 128 units with dropout 0.5 reach 0.83.
+    config.optimizer.learning_rate = 1e-3
     config.model = ml_collections.ConfigDict()
-    config.model.hidden = 256  # per-stream frame embedding and joint hidden layer
-    config.model.dropout_rate = 0.1
+    config.model.hidden = 128  # per-stream frame embedding, joint space and hidden layer
+    config.model.dropout_rate = 0.5
     config.correlation = ml_collections.ConfigDict()
     config.correlation.negative_weight = 2.0  # lambda of the negative class (Fig. 8, 9)
   return apply_variants(config, variants, VARIANTS, __file__)

@@ -49,7 +49,9 @@ flags.DEFINE_integer("tf_records", 0, "Records read by the TF starter reader (0:
 flags.DEFINE_integer("metric_videos", 128000, "Videos fed to the metrics.")
 flags.DEFINE_integer("metric_classes", 3862, "Classes of the metrics' scores.")
 flags.DEFINE_integer("metric_batch", 1024, "Videos per metrics update.")
-flags.DEFINE_string("models", "transformer,netvlad", "Comma-separated late-fusion models.")
+flags.DEFINE_string("models", "transformer,netvlad", "Comma-separated models: a family "
+                    "(transformer, netvlad, attention_rnn: late fusion) or a row of seed 001, "
+                    "<family>_<fusion> (fusion early, late, cmg or cmc), e.g. netvlad_cmc.")
 flags.DEFINE_bool("skip_tf", False, "Skip the TensorFlow starter-code comparison.")
 
 flags.DEFINE_string("clip_preset", "ViT-B/32", "--suite=clip: CLIP preset of the image tower.")

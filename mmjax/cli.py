@@ -26,11 +26,16 @@ def initialize_distributed() -> None:
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
 
 
+def config_spec() -> tuple:
+  """(path, variants) of --config=path[:variants]."""
+  path, _, variants = FLAGS["config"].serialize().split("=", 1)[-1].partition(":")
+  return path, variants
+
+
 def workdir() -> str:
   """--workdir, or ./workdir/<config file stem>[_<variant>]."""
   if FLAGS.workdir:
     return FLAGS.workdir
-  spec = FLAGS["config"].serialize().split("=", 1)[-1]
-  path, _, variant = spec.partition(":")
+  path, variant = config_spec()
   stem = os.path.splitext(os.path.basename(path))[0]
   return os.path.join("workdir", f"{stem}_{variant}" if variant else stem)

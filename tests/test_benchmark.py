@@ -56,15 +56,17 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
   results = _run_benchmark(tmp_path, "--config=configs/ytb8m.py:tiny", "--batch_size=4",
                            "--frames=8", "--steps=2", "--pipeline_batches=3",
                            "--metric_videos=500", "--metric_classes=50", "--metric_batch=128",
-                           "--skip_tf", f"--json={records_path}")["youtube8m"]
+                           "--skip_tf", "--models=transformer,netvlad_cmc",
+                           f"--json={records_path}")["youtube8m"]
 
   assert {"hardware", "settings", "train", "pipeline", "tf_starter", "metrics",
           "memory"} <= set(results)
   assert "jax" in results["hardware"]
   assert results["tf_starter"] is None  # --skip_tf
-  assert set(results["train"]) == {"transformer", "netvlad"}
+  assert set(results["train"]) == {"transformer", "netvlad_cmc"}
   for name, train in results["train"].items():
-    assert train["model"] == name and train["batch_size"] == 4 and train["frames"] == 8
+    assert youtube8m_benchmark.parse_model(name) == (train["model"], train["fusion"])
+    assert train["batch_size"] == 4 and train["frames"] == 8
     _positive_numbers(train, ["params", "compile_s", "first_step_s", "step_s", "step_min_s",
                               "examples_per_s", "peak_rss_mb"])
   _positive_numbers(results["pipeline"], ["records", "records_per_s", "startup_s", "mean_frames",

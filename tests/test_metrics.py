@@ -379,6 +379,7 @@ def test_taxonomy_with_parents_gives_each_class_its_level_0_category(tmp_path):
   assert taxonomy.categories == ('Games', 'Food')
   np.testing.assert_array_equal(taxonomy.levels, [0, 1, 2, 1, 3, 0, -1])
   np.testing.assert_array_equal(taxonomy.top, [0, 0, 0, 1, 0, 1, -1])
+  assert taxonomy.class_name(4) == 'GTA 5 (mods)' and taxonomy.class_name(6) == 'class 6'
   np.testing.assert_array_equal(metrics.load_taxonomy(path, 7), taxonomy.levels)
   # Without a parent column: levels only.
   assert not metrics.read_taxonomy(write(tmp_path, 'class_index,level\n0,0\n', 'l.csv'),
@@ -396,6 +397,8 @@ def test_youtube8m_vocabulary_csv_is_read_directly(tmp_path):
   assert taxonomy.categories == ('Autos & Vehicles', 'Games')
   np.testing.assert_array_equal(taxonomy.top, [1, 1, 0, -1])
   np.testing.assert_array_equal(taxonomy.levels, [1, 1, 1, -1])
+  assert [taxonomy.class_name(c) for c in range(4)] == ['Game', 'Video game', 'Vehicle',
+                                                        'class 3']
   with pytest.raises(ValueError, match=r'vocabulary.csv, line 2: class 0 has no Vertical1'):
     metrics.read_taxonomy(write(tmp_path, text.replace(',Games,,,https', ',,,,https'),
                                 'vocabulary.csv'), 4)

@@ -308,19 +308,38 @@ def test_synthetic_labels_lengths_and_kinds(dataset_dir):
   assert ((classes >= 0) & (classes < NUM_CLASSES)).all()
   assert sorted(np.bincount(kinds, minlength=3)) == [4, 4, 4]
   for split, num in (("train", NUM_TRAIN), ("validate", NUM_EVAL)):
-    labels, video, audio = (meta[f"{split}_{k}"] for k in ("labels", "video_concepts",
-                                                           "audio_concepts"))
+    m = {k[len(split) + 1:]: v for k, v in meta.items() if k.startswith(split + "_")}
+    labels, video, audio = m["labels"], m["video_concepts"], m["audio_concepts"]
     assert labels.shape == (num, 12)
     assert ((labels.sum(1) >= 1) & (labels.sum(1) <= 4)).all()
     np.testing.assert_array_equal(labels[:, kinds == 0], video[:, kinds == 0])
-    np.testing.assert_array_equal(labels[:, kinds == 1], audio[:, kinds == 1])
     av = kinds == synthetic.AUDIO_VISUAL
-    np.testing.assert_array_equal(labels[:, av], video[:, av] & audio[:, av])
+    own = ~m["foreign_audio"]
+    np.testing.assert_array_equal(labels[own][:, kinds == 1], audio[own][:, kinds == 1])
+    np.testing.assert_array_equal(labels[own][:, av], video[own][:, av] & audio[own][:, av])
     assert not video[:, kinds == 1].any() and not audio[:, kinds == 0].any()
+    # Foreign audio: another vertical's video's audio track; labels describe the picture.
+    foreign = np.flatnonzero(m["foreign_audio"])
+    assert len(foreign) and (m["audio_donor"][foreign] >= 0).all()
+    assert (m["audio_donor"][own] == -1).all()
+    donors = m["audio_donor"][foreign]
+    assert (m["vertical"][donors] != m["vertical"][foreign]).all()
+    np.testing.assert_array_equal(audio[foreign], audio[donors])
+    np.testing.assert_array_equal(m["audio_vertical"][foreign], m["vertical"][donors])
+    assert not labels[foreign][:, kinds == 1].any()
+    np.testing.assert_array_equal(labels[foreign][:, av], video[foreign][:, av])
+    # Audio-visual events: same length, the audio shifted by at most 10 % of the video.
+    both = video & audio & own[:, None]
+    assert both.any()
+    np.testing.assert_allclose(m["audio_length"][both], m["video_length"][both])
+    shift = m["audio_start"][both] - m["video_start"][both]
+    assert (np.abs(shift) <= 0.1 + 1e-9).all() and np.abs(shift).max() > 0.01
+    # Most labels lie under the video's vertical.
+    in_vertical = labels & (meta["class_vertical"][None, :] == m["vertical"][:, None])
+    assert in_vertical.sum() > 0.5 * labels.sum()
   # Audio-visual classes need both halves: one half alone occurs and is negative.
   labels, video, audio = (np.concatenate([meta[f"{s}_{k}"] for s in ("train", "validate")])
                           for k in ("labels", "video_concepts", "audio_concepts"))
-  av = kinds == synthetic.AUDIO_VISUAL
   assert (video[:, av] & ~audio[:, av] & ~labels[:, av]).any()
   assert (audio[:, av] & ~video[:, av] & ~labels[:, av]).any()
   # The records agree with the metadata; labels are in range and lengths within bounds.
@@ -342,24 +361,30 @@ def test_synthetic_labels_lengths_and_kinds(dataset_dir):
   assert (hierarchy.top[np.setdiff1d(np.arange(NUM_CLASSES), classes)] == -1).all()
 
 
-def test_synthetic_concepts_are_in_the_frames(dataset_dir):
-  """A video carries its concept's prototype in some frames (a detectable signal)."""
+def test_synthetic_concepts_and_styles_are_in_the_frames(dataset_dir):
+  """A video carries its concepts' prototypes in some frames, in both modalities (the audio's
+  are the donor's for foreign audio), and its verticals' styles in all frames."""
   meta = np.load(os.path.join(dataset_dir, synthetic.META_FILE))
   spec = RecordSpec(feature_sizes=SIZES, num_classes=NUM_CLASSES, max_frames=1000)
   records = list(read_records(os.path.join(dataset_dir, "validate-*.tfrecord"), spec))
   world = synthetic._World(  # pylint: disable=protected-access
       np.random.default_rng(np.random.SeedSequence(7).spawn(3)[0]), NUM_CLASSES, 12, SIZES)
   np.testing.assert_array_equal(world.classes, meta["labelled_classes"])
-  scores, present = [], []
-  for i, r in enumerate(records):
-    proj = (r["rgb"] - 4 / 512) @ world.prototypes[0].T  # [T, L]
-    scores.append(proj.max(0))
-    present.append(meta["validate_video_concepts"][i])
-  scores, present = np.array(scores), np.array(present)
-  has_video = world.kinds != synthetic.AUDIO_ONLY
-  scores, present = scores[:, has_video], present[:, has_video]
-  pos, neg = scores[present], scores[~present]
-  assert np.median(pos) > np.percentile(neg, 90)
+  np.testing.assert_array_equal(world.verticals(7), meta["class_vertical"])
+  styles = world.styles(7, int(meta["class_vertical"].max()) + 1)
+  for modality, (name, key, vertical_key) in enumerate(
+      (("rgb", "video_concepts", "vertical"), ("audio", "audio_concepts", "audio_vertical"))):
+    frames = [r[name] - 4 / 512 for r in records]
+    scores = np.array([(x @ world.prototypes[modality].T).max(0) for x in frames])  # [N, L]
+    present = meta[f"validate_{key}"]
+    carried = present.any(axis=0)
+    pos, neg = scores[:, carried][present[:, carried]], scores[:, carried][~present[:, carried]]
+    assert np.median(pos) > np.percentile(neg, 90), name
+    style_scores = np.array([x.mean(0) @ styles[modality].T for x in frames])  # [N, K]
+    own = np.zeros(style_scores.shape, bool)
+    own[np.arange(len(frames)), meta[f"validate_{vertical_key}"]] = True
+    # Along its own style a video's mean frame has |s|^2 = 1 more than along the others'.
+    assert style_scores[own].mean() - style_scores[~own].mean() > 0.5, name
 
 
 def test_synthetic_is_deterministic_and_reused(tmp_path):

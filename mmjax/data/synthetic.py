@@ -12,11 +12,23 @@ The data are built so that a model must use time and both modalities:
   audio-visual: positive iff its video concept AND its audio concept both occur. Decoy
   videos carry only one of the two (video alone or audio alone) and are negative, so
   neither modality alone predicts these classes (P(positive | one half) is about 1/2).
-  Measured on the default sizes with a small max-pooling MLP (300 steps, batch 32): held-out
-  GAP 0.96 with both modalities (mean AP of audio-visual classes 0.91), 0.59 / 0.63 with
-  video / audio only (audio-visual AP 0.55); the class-prior baseline has GAP 0.022.
-* 1-4 positive classes per video, drawn uniformly from `num_labelled_classes` class ids
-  spread over [0, num_classes) (a fixed random subset).
+  (The measured effect of each ingredient is in mmjax/projects/youtube8m/README.md.)
+* 1-4 positive classes per video from `num_labelled_classes` class ids spread over
+  [0, num_classes) (a fixed random subset). Each video has a vertical (a level-0 category of
+  the taxonomy, uniform); its labels are drawn with weight _VERTICAL_WEIGHT on the classes under
+  its vertical and 1 elsewhere (about 3 in 4 labels in the vertical at the default sizes).
+* What seed 001 exploits (section 1, 3):
+  - Audio and video events are shifted in time against each other: when a video carries both
+    halves of an audio-visual concept, the audio segment has the video segment's length and
+    starts up to _MAX_SHIFT of the video's length before or after it.
+  - Verticals have a style: a fixed direction per vertical and modality (norm _STYLE_NORM) added
+    to every frame, so rgb and audio of one video agree on their vertical.
+  - A share (_FOREIGN_AUDIO_FRACTION) of videos has foreign audio: the audio track (concepts,
+    segments and style) of another video of another vertical, as when music is dubbed over a
+    clip. Their labels describe the picture: no audio-only classes, and their audio-visual classes
+    are positive on the video half alone (in other videos one half alone is a negative decoy). A
+    model that knows that audio and video do not belong together (the correlation tower) can
+    tell the two cases apart; one that ignores it cannot.
 
 Features are quantized like the release (`q = round((clip(x, -2, 2) + 2) * 255/4)`) and
 written as `tf.train.SequenceExample`s: context `id` (bytes) and `labels` (int64 list), feature
@@ -27,7 +39,8 @@ Files written in `directory`:
   taxonomy.csv            `class_index,level,name,parent` (with a header line) for labelled
                           classes: levels 0-3, each class of level l > 0 under a class of level
                           l - 1, so every class has a level-0 category;
-  synthetic_meta.npz      generation metadata (concepts present per video, class kinds);
+  synthetic_meta.npz      generation metadata (concepts present per video, class kinds,
+                          verticals, foreign-audio videos and their audio's donor);
   synthetic.json          the settings, written last: marks the directory complete.
 """
 
@@ -44,7 +57,9 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 from mmjax.data import cache, tfrecord
 from mmjax.data.youtube8m import quantize
 
-GENERATOR_VERSION = 2  # 2: taxonomy.csv with a parent column (records unchanged)
+# 2: taxonomy.csv with a parent column (records unchanged); 3: verticals with style, time-shifted
+# audio-visual events, foreign audio.
+GENERATOR_VERSION = 3
 TAXONOMY_FILE = "taxonomy.csv"
 META_FILE = "synthetic_meta.npz"
 
@@ -56,6 +71,10 @@ _NOISE_STD = 0.5  # per frame and dimension
 _VIDEO_OFFSET_STD = 0.1  # per video and dimension, constant over frames
 _CONCEPT_NORM = 5.0  # prototype norm; along it, per-frame noise std ~0.5: SNR ~10
 _SEGMENT_FRACTION = (0.1, 0.3)  # concept segment length, as a fraction of the video
+_MAX_SHIFT = 0.1  # audio-visual events: audio segment start - video segment start, in videos
+_STYLE_NORM = 1.0  # per vertical and modality, on every frame
+_VERTICAL_WEIGHT = 30.0  # label draw: weight of a class under the video's vertical (others: 1)
+_FOREIGN_AUDIO_FRACTION = 0.15  # videos whose audio is another video's
 _FRAMES_PER_CHUNK = 16384  # frames generated at once (memory: ~80 MB float32 for rgb)
 
 
@@ -111,6 +130,29 @@ class _World:
       parents[children] = self.classes[above[np.arange(len(children)) % len(above)]]
     return parents
 
+  def verticals(self, seed: int) -> np.ndarray:
+    """Index of each labelled class's level-0 ancestor among the level-0 classes (in class-id
+    order) [L]."""
+    parents = self.parents(seed)
+    by_id = dict(zip(self.classes.tolist(), parents.tolist()))
+    roots = []
+    for cls in self.classes.tolist():
+      while by_id[cls] >= 0:
+        cls = by_id[cls]
+      roots.append(cls)
+    level0 = self.classes[self.levels == 0]
+    return np.searchsorted(level0, roots).astype(np.int64)
+
+  def styles(self, seed: int, num_verticals: int) -> list[np.ndarray]:
+    """Per modality, the style of each vertical: float32 [K, dim] of norm _STYLE_NORM (its own
+    generator, like `parents`)."""
+    rng = np.random.default_rng([int(seed), 0x57E])
+    styles = []
+    for protos in self.prototypes:
+      s = rng.standard_normal((num_verticals, protos.shape[1])).astype(np.float32)
+      styles.append(s * (_STYLE_NORM / np.linalg.norm(s, axis=1, keepdims=True)))
+    return styles
+
   def names(self) -> list[str]:
     counters = [0, 0, 0]
     names = []
@@ -120,34 +162,78 @@ class _World:
     return names
 
 
-def _draw_videos(world: _World, rng: np.random.Generator, num: int, min_frames: int,
-                 max_frames: int) -> dict[str, np.ndarray]:
-  """Draws labels, concept presence and lengths for `num` videos.
+def _draw_videos(world: _World, vertical_of: np.ndarray, rng: np.random.Generator, num: int,
+                 min_frames: int, max_frames: int) -> dict[str, np.ndarray]:
+  """Draws verticals, labels, concept presence and segments, foreign audio and lengths for `num`
+  videos (module docstring).
+
+  Args:
+    vertical_of: int [L], the vertical of each labelled class (`_World.verticals`).
 
   Returns:
-    'labels', 'video_concepts', 'audio_concepts': bool [num, L] (L labelled classes);
+    'vertical', 'audio_vertical': int64 [num] (the audio's vertical: the donor's for foreign
+    audio); 'foreign_audio': bool [num]; 'audio_donor': int64 [num] (-1: own audio);
+    'labels', 'video_concepts', 'audio_concepts': bool [num, L]; 'video_start', 'video_length',
+    'audio_start', 'audio_length': float64 [num, L], concept segments as fractions of the video;
     'num_frames': int64 [num].
   """
   n_lab = world.num_labelled
+  num_verticals = int(vertical_of.max()) + 1
+  vertical = rng.integers(num_verticals, size=num)
+  foreign = rng.random(num) < _FOREIGN_AUDIO_FRACTION
   labels = np.zeros((num, n_lab), bool)
-  num_pos = rng.integers(1, min(4, n_lab) + 1, size=num)
+  num_pos = rng.integers(1, 5, size=num)
   for i in range(num):
-    labels[i, rng.choice(n_lab, num_pos[i], replace=False)] = True
+    weight = np.where(vertical_of == vertical[i], _VERTICAL_WEIGHT, 1.0)
+    if foreign[i]:
+      weight[world.kinds == AUDIO_ONLY] = 0.0
+    count = min(num_pos[i], int((weight > 0).sum()))
+    labels[i, rng.choice(n_lab, count, replace=False, p=weight / weight.sum())] = True
   video = labels & world.has_video
   audio = labels & world.has_audio
-  # Decoys: audio-visual classes that are negative get one half only.
-  decoy = (~labels) & (world.kinds == AUDIO_VISUAL) & (rng.random((num, n_lab)) < world.decoy_prob)
+  # Decoys: audio-visual classes that are negative get one half only (own audio only).
+  decoy = ((~labels) & (world.kinds == AUDIO_VISUAL) & ~foreign[:, None]
+           & (rng.random((num, n_lab)) < world.decoy_prob))
   decoy_video = rng.random((num, n_lab)) < 0.5
   video |= decoy & decoy_video
   audio |= decoy & ~decoy_video
+  video_length = rng.uniform(*_SEGMENT_FRACTION, size=(num, n_lab))
+  video_start = rng.uniform(size=(num, n_lab)) * (1.0 - video_length)
+  audio_length = rng.uniform(*_SEGMENT_FRACTION, size=(num, n_lab))
+  audio_start = rng.uniform(size=(num, n_lab)) * (1.0 - audio_length)
+  both = video & audio  # an audio-visual event: the audio follows the video, shifted
+  shifted = np.clip(video_start + rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, size=(num, n_lab)), 0.0,
+                    1.0 - video_length)
+  audio_length = np.where(both, video_length, audio_length)
+  audio_start = np.where(both, shifted, audio_start)
+  # Foreign audio: the audio track of a video (with its own audio) of another vertical.
+  donor = np.full(num, -1, np.int64)
+  own = np.flatnonzero(~foreign)
+  for i in np.flatnonzero(foreign):
+    options = own[vertical[own] != vertical[i]]
+    if len(own):
+      donor[i] = rng.choice(options if len(options) else own)
+  has_donor = donor >= 0
+  source = np.where(has_donor, donor, np.arange(num))
+  audio, audio_start, audio_length = audio[source], audio_start[source], audio_length[source]
   num_frames = rng.integers(min_frames, max_frames + 1, size=num).astype(np.int64)
-  return {"labels": labels, "video_concepts": video, "audio_concepts": audio,
+  return {"vertical": vertical.astype(np.int64),
+          "audio_vertical": vertical[source].astype(np.int64),
+          "foreign_audio": has_donor, "audio_donor": donor, "labels": labels,
+          "video_concepts": video, "audio_concepts": audio, "video_start": video_start,
+          "video_length": video_length, "audio_start": audio_start, "audio_length": audio_length,
           "num_frames": num_frames}
 
 
-def _features(world: _World, rng: np.random.Generator, present: np.ndarray, num_frames: np.ndarray,
-              modality: int) -> np.ndarray:
-  """Quantized features of consecutive videos, frames concatenated: uint8 [sum T, dim]."""
+def _features(world: _World, rng: np.random.Generator, videos: dict, lo: int, hi: int,
+              modality: int, styles: Sequence[np.ndarray]) -> np.ndarray:
+  """Quantized features of videos [lo, hi), frames concatenated: uint8 [sum T, dim]."""
+  name = ("video", "audio")[modality]
+  present = videos[f"{name}_concepts"][lo:hi]
+  start_fraction = videos[f"{name}_start"][lo:hi]
+  length_fraction = videos[f"{name}_length"][lo:hi]
+  vertical = videos[("vertical", "audio_vertical")[modality]][lo:hi]
+  num_frames = videos["num_frames"][lo:hi]
   protos = world.prototypes[modality]
   dim = protos.shape[1]
   starts = np.concatenate([[0], np.cumsum(num_frames)])
@@ -155,12 +241,12 @@ def _features(world: _World, rng: np.random.Generator, present: np.ndarray, num_
   x *= np.float32(_NOISE_STD)
   offsets = rng.standard_normal((len(num_frames), dim), dtype=np.float32)
   offsets *= np.float32(_VIDEO_OFFSET_STD)
+  offsets += styles[modality][vertical]
   x += np.repeat(offsets, num_frames, axis=0)
-  lo, hi = _SEGMENT_FRACTION
   for i, cls in zip(*np.nonzero(present)):
     t = int(num_frames[i])
-    seg = int(rng.integers(max(1, round(lo * t)), max(1, round(hi * t)) + 1))
-    start = starts[i] + int(rng.integers(0, t - seg + 1))
+    seg = max(1, int(round(length_fraction[i, cls] * t)))
+    start = starts[i] + min(int(round(start_fraction[i, cls] * t)), t - seg)
     x[start:start + seg] += protos[cls]
   return quantize(x)
 
@@ -179,8 +265,9 @@ def _serialize(video_id: str, labels: np.ndarray, rgb: np.ndarray, audio: np.nda
   return seq.SerializeToString(deterministic=True)  # map fields in key order: same bytes
 
 
-def _records(world: _World, rng: np.random.Generator, videos: dict, lo: int, hi: int,
-             prefix: str, id_key: str, progress: Callable[[], None]) -> Iterator[bytes]:
+def _records(world: _World, rng: np.random.Generator, videos: dict, styles: Sequence[np.ndarray],
+             lo: int, hi: int, prefix: str, id_key: str,
+             progress: Callable[[], None]) -> Iterator[bytes]:
   """Serialized records of videos [lo, hi), generated in chunks of ~_FRAMES_PER_CHUNK frames."""
   i = lo
   while i < hi:
@@ -189,10 +276,9 @@ def _records(world: _World, rng: np.random.Generator, videos: dict, lo: int, hi:
     while j < hi and total + videos["num_frames"][j] <= _FRAMES_PER_CHUNK:
       total += int(videos["num_frames"][j])
       j += 1
-    num_frames = videos["num_frames"][i:j]
-    rgb = _features(world, rng, videos["video_concepts"][i:j], num_frames, 0)
-    audio = _features(world, rng, videos["audio_concepts"][i:j], num_frames, 1)
-    starts = np.concatenate([[0], np.cumsum(num_frames)])
+    rgb = _features(world, rng, videos, i, j, 0, styles)
+    audio = _features(world, rng, videos, i, j, 1, styles)
+    starts = np.concatenate([[0], np.cumsum(videos["num_frames"][i:j])])
     for k in range(j - i):
       labels = world.classes[np.nonzero(videos["labels"][i + k])[0]]
       sl = slice(starts[k], starts[k + 1])
@@ -273,19 +359,21 @@ def write_synthetic_youtube8m(directory: str | os.PathLike, *, num_train: int, n
           f"({time.time() - start_time:.1f} s)")
       next_report[0] += max(1, total // 10)
 
+  vertical_of = world.verticals(seed)
+  styles = world.styles(seed, int(vertical_of.max()) + 1)
   meta = {"labelled_classes": world.classes, "class_kind": world.kinds,
-          "class_level": world.levels}
+          "class_level": world.levels, "class_vertical": vertical_of}
   for split, num, seq, prefix in (("train", num_train, train_seq, "syntr"),
                                   ("validate", num_eval, eval_seq, "synva")):
     rng = np.random.default_rng(seq)
-    videos = _draw_videos(world, rng, num, min_frames, max_frames)
+    videos = _draw_videos(world, vertical_of, rng, num, min_frames, max_frames)
     for key, value in videos.items():
       meta[f"{split}_{key}"] = value
     bounds = np.linspace(0, num, num_shards + 1).round().astype(int)
     for shard in range(num_shards):
       path = os.path.join(directory, f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord")
-      tfrecord.write_tfrecord(path, _records(world, rng, videos, bounds[shard], bounds[shard + 1],
-                                             prefix, id_key, progress))
+      tfrecord.write_tfrecord(path, _records(world, rng, videos, styles, bounds[shard],
+                                             bounds[shard + 1], prefix, id_key, progress))
 
   cache.atomic_write_text(files.taxonomy_file, "class_index,level,name,parent\n" + "".join(
       f"{c},{lvl},{name},{parent if parent >= 0 else ''}\n" for c, lvl, name, parent in

@@ -22,7 +22,8 @@ but for no level-wise or per-category metric, and never decide a negative pair.
 
 import csv
 import os
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
@@ -33,14 +34,20 @@ _VOCABULARY_COLUMNS = ('Index', 'Vertical1')
 
 class Taxonomy(NamedTuple):
   """levels: [C] int64 (-1: class absent); categories: the level-0 category names;
-  top: [C] int64 index into `categories` of each class's level-0 ancestor (-1: none known)."""
+  top: [C] int64 index into `categories` of each class's level-0 ancestor (-1: none known);
+  names: {class index: name} of the listed classes (the `name` or `Name` column)."""
   levels: np.ndarray
   top: np.ndarray
   categories: tuple
+  names: Mapping[int, str] = MappingProxyType({})
 
   @property
   def has_hierarchy(self) -> bool:
     return bool(self.categories)
+
+  def class_name(self, index: int) -> str:
+    """The class's name, or 'class <index>' when the file gives none."""
+    return self.names.get(int(index), f'class {index}')
 
 
 def load_taxonomy(path: str | os.PathLike, num_classes: int) -> np.ndarray:
@@ -84,11 +91,12 @@ def read_taxonomy(path: str | os.PathLike, num_classes: int) -> Taxonomy:
       first_line[index] = line
       levels[index] = level
       fields = dict(zip(header, row))
-      names[index] = fields.get('name', '') or f'class {index}'
+      if fields.get('name', '').strip():
+        names[index] = fields['name'].strip()
       if 'parent' in fields:
         parents[index] = _parse_parent(fields['parent'], index, level, path, line)
   if 'parent' not in header:
-    return Taxonomy(levels, np.full(num_classes, -1, np.int64), ())
+    return Taxonomy(levels, np.full(num_classes, -1, np.int64), (), MappingProxyType(names))
   return _with_categories(levels, parents, names, first_line, path)
 
 
@@ -139,14 +147,16 @@ def _with_categories(levels, parents: dict, names: dict, first_line: dict, path)
       raise ValueError(f'{where}: class {index} (level {levels[index]}) has parent {parent} at '
                        f'level {levels[parent]}; expected level {levels[index] - 1}')
     top[index] = category_of[node]
-  return Taxonomy(levels, top, tuple(names[c] for c in roots))
+  return Taxonomy(levels, top, tuple(names.get(c, f'class {c}') for c in roots),
+                  MappingProxyType(names))
 
 
 def _read_vocabulary(reader, header: list, path, num_classes: int) -> Taxonomy:
   """YouTube-8M vocabulary.csv: every class at level 1 under its Vertical1 category."""
   column = {name: header.index(name) for name in _VOCABULARY_COLUMNS}
+  name_column = header.index('Name') if 'Name' in header else None
   levels = np.full(num_classes, -1, np.int64)
-  verticals, first_line = {}, {}
+  verticals, first_line, names = {}, {}, {}
   for row in reader:
     line = reader.line_num
     if not any(field.strip() for field in row):
@@ -166,11 +176,13 @@ def _read_vocabulary(reader, header: list, path, num_classes: int) -> Taxonomy:
                        'category')
     levels[index] = 1
     verticals[index] = vertical
+    if name_column is not None and row[name_column].strip():
+      names[index] = row[name_column].strip()
   categories = tuple(sorted(set(verticals.values())))
   top = np.full(num_classes, -1, np.int64)
   for index, vertical in verticals.items():
     top[index] = categories.index(vertical)
-  return Taxonomy(levels, top, categories)
+  return Taxonomy(levels, top, categories, MappingProxyType(names))
 
 
 def _parse_row(row: list[str], num_fields: int, path, line: int):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+import ml_collections
 import numpy as np
 
 from mmjax import benchmarking
@@ -42,7 +43,7 @@ TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
 # Units of this suite's results keys (None: a setting or a sanity value), see
 # `mmjax.benchmarking.to_records`; the train step's keys are in `mmjax.benchmarking.UNITS`.
 UNITS: dict[str, str | None] = {
-    "frames": None, "batches": None, "num_threads": None, "num_files": None,
+    "frames": None, "fusion": None, "batches": None, "num_threads": None, "num_files": None,
     "num_records_in_files": None, "num_videos": None, "num_classes": None, "batch": None,
     "gap": None,
     "records": "records", "mean_frames": "frames", "startup_s": "s", "seconds": "s",
@@ -84,18 +85,29 @@ def random_batch(spec: youtube8m.RecordSpec, batch_size: int, rng: np.random.Gen
   return spec.collate(examples)
 
 
+def parse_model(name: str) -> tuple[str, str]:
+  """(family, fusion) of a benchmarked model: 'transformer' (late fusion) or a row of seed 001's
+  tables, '<family>_<fusion>' (e.g. 'netvlad_cmc')."""
+  for fusion in ("early", "late", "cmg", "cmc"):
+    if name.endswith(f"_{fusion}"):
+      return name[:-len(fusion) - 1], fusion
+  return name, "late"
+
+
 def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int, steps: int,
                          warmup: int = 1, num_batches: int = 2) -> dict[str, Any]:
-  """Times the sharded train step of one late-fusion model on random batches.
+  """Times the sharded train step of one model on random batches.
 
-  The task is built from `config` with model.name=`model_name`, model.fusion='late' and
-  data.max_frames=`frames`; the batches are in the real format (uint8 frame features
-  dequantized by `RecordSpec.collate`, lengths uniform in [frames/10, frames], 3 labels per
-  video, see `random_batch`). What is timed: `mmjax.benchmarking.task_train_step_benchmark`.
+  The task is built from `config` with model.name and model.fusion from `model_name`
+  (`parse_model`) and data.max_frames=`frames`; the batches are in the real format (uint8
+  frame features dequantized by `RecordSpec.collate`, lengths uniform in [frames/10, frames],
+  3 labels per video, see `random_batch`). For the cm rows the correlation tower (randomly
+  initialised: no run is loaded) is frozen as in training, so it runs forward only. What is
+  timed: `mmjax.benchmarking.task_train_step_benchmark`.
 
   Args:
     config: the experiment config (e.g. configs/ytb8m.py); not modified.
-    model_name: 'transformer' or 'netvlad'.
+    model_name: 'transformer', 'netvlad', 'attention_rnn' (late fusion) or '<family>_<fusion>'.
     batch_size: global batch (divisible by the mesh's data axis).
     frames: frames per video (data.max_frames).
     steps: timed steps (>= 1).
@@ -103,15 +115,21 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
     num_batches: distinct random batches cycled through.
 
   Returns:
-    {'model', 'frames'} and the result of `task_train_step_benchmark`: 'batch_size',
+    {'model', 'fusion', 'frames'} and the result of `task_train_step_benchmark`: 'batch_size',
     'num_devices', 'params', 'init_s', 'compile_s', 'first_step_s', 'step_s', 'step_min_s',
     'examples_per_s', 'final_loss' and, where XLA reports them, 'flops_per_step',
     'bytes_accessed_per_step', 'compiled_temp_mb', 'compiled_argument_mb', 'tflops_per_s'.
   """
+  family, fusion = parse_model(model_name)
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    config.model.name = model_name
-    config.model.fusion = "late"
+    config.model.name = family
+    config.model.fusion = fusion
+    config.init_from = ()
+    if fusion in ("cmg", "cmc"):
+      config.init_from = (ml_collections.ConfigDict(dict(
+          source="", step="latest", source_subtree="tower", target_subtree="correlation",
+          frozen=True)),)
     config.data.max_frames = int(frames)
     config.batch_size = int(batch_size)
   spec = youtube8m.RecordSpec.from_config(config.data)
@@ -123,7 +141,7 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
   result, _ = benchmarking.task_train_step_benchmark(
       config, make_batch, batch_size=batch_size, steps=steps, warmup=warmup,
       num_batches=num_batches)
-  return {"model": model_name, "frames": int(frames), **result}
+  return {"model": family, "fusion": fusion, "frames": int(frames), **result}
 
 
 # -------------------------------------------------------------------------------------------
@@ -387,7 +405,7 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
         num_batches=pipeline_batches, num_threads=1)
   results["train"] = {}
   for model in models:
-    log(f"train step: {model} (late fusion), batch {batch_size}, {frames} frames")
+    log(f"train step: {model}, batch {batch_size}, {frames} frames")
     results["train"][model] = run_phase(
         train_step_benchmark, config, model, batch_size=batch_size, frames=frames,
         steps=steps, warmup=warmup)
@@ -417,7 +435,7 @@ def records(results: dict, suite: str, **kwargs) -> list[dict[str, Any]]:
 def _rows(results: dict) -> list:
   rows = []
   for name, r in results["train"].items():
-    section = f"train step: {name} (late, B={r['batch_size']}, T={r['frames']})"
+    section = f"train step: {name} ({r['fusion']}, B={r['batch_size']}, T={r['frames']})"
     rows += [(section, "parameters", fmt(r["params"])),
              *benchmarking.timing_rows(r["compile_s"], r["first_step_s"], r["step_s"],
                                        r["step_min_s"]),

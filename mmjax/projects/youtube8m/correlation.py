@@ -53,20 +53,16 @@ def level0_categories(labels: np.ndarray, top: np.ndarray, num_categories: int) 
   return (labels @ onehot) > 0
 
 
-def pair_batch(batch: Dict[str, np.ndarray], categories: np.ndarray, seed: int,
-               where: str = "") -> Dict[str, np.ndarray]:
-  """The pair batch (PAIR_KEYS) of a batch of videos (module docstring).
+def choose_partners(batch: Dict[str, np.ndarray], categories: np.ndarray, seed: int,
+                    where: str = "") -> np.ndarray:
+  """The audio partner of each video of a batch (module docstring): int64 [B], the video's own
+  index for a positive pair, another video of disjoint level-0 categories for a negative.
 
   Args:
-    batch: rgb [B, T, D_v], audio [B, T, D_a], mask [B, T], weight [B] (0: padding).
+    batch: mask [B, T] and weight [B] (0: padding) of a batch of videos.
     categories: bool [B, K], `level0_categories` of the batch's labels.
     seed: the run's seed.
     where: what to name in errors (the taxonomy file and the batch size key).
-
-  Returns:
-    rgb, audio, rgb_mask, audio_mask (audio and its mask from the partner video), correlated
-    [B] (1 positive, 0 negative) and weight [B]; a video without any partner of disjoint
-    categories stays a positive pair.
 
   Raises:
     NoNegativeError: the batch has real videos but no two with disjoint level-0 categories.
@@ -83,18 +79,22 @@ def pair_batch(batch: Dict[str, np.ndarray], categories: np.ndarray, seed: int,
   rng = np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
   size = len(real)
   order = rng.permutation(size)
-  negative = np.zeros(size, bool)
-  negative[order[:size // 2]] = True
   partner = np.arange(size)
-  for i in np.flatnonzero(negative):
+  for i in np.sort(order[:size // 2]):
     options = np.flatnonzero(candidates[i])
     if len(options):
       partner[i] = rng.choice(options)
-    else:
-      negative[i] = False
+  return partner
+
+
+def pair_batch(batch: Dict[str, np.ndarray], partner: np.ndarray) -> Dict[str, np.ndarray]:
+  """The pair batch (PAIR_KEYS) of a batch of videos: rgb [B, T, D_v], audio [B, T, D_a],
+  mask [B, T], weight [B], with the audio (and its mask) of `partner` [B] (`choose_partners`);
+  correlated [B] is 1 where a video keeps its own audio."""
   return {"rgb": batch["rgb"], "audio": batch["audio"][partner], "rgb_mask": batch["mask"],
           "audio_mask": batch["mask"][partner],
-          "correlated": (~negative).astype(np.float32), "weight": batch["weight"]}
+          "correlated": (partner == np.arange(len(partner))).astype(np.float32),
+          "weight": batch["weight"]}
 
 
 class CorrelationMetrics:
@@ -159,11 +159,15 @@ class CorrelationTask(Youtube8mTask):
       raise ValueError(f"{self.taxonomy_file}: the taxonomy has no parent column, so no level-0 "
                        "categories (config.data.taxonomy_file)")
 
-  def _pair(self, batch):
+  def partners(self, batch) -> np.ndarray:
+    """`choose_partners` of a batch of videos (labels [B, C], mask, weight)."""
     categories = level0_categories(batch["labels"], self.taxonomy.top,
                                    len(self.taxonomy.categories))
-    return pair_batch(batch, categories, self.config.seed,
-                      where=f"taxonomy {self.taxonomy_file}; raise config.batch_size")
+    return choose_partners(batch, categories, self.config.seed,
+                           where=f"taxonomy {self.taxonomy_file}; raise config.batch_size")
+
+  def _pair(self, batch):
+    return pair_batch(batch, self.partners(batch))
 
   def train_dataset(self, batch_size, seed, process_index, process_count):
     return _Paired(super().train_dataset(batch_size, seed, process_index, process_count),

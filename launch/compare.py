@@ -1,0 +1,67 @@
+"""Seed 001's comparison of one family: the correlation tower, then E, L, CM-G and CM-C.
+
+  python launch/compare.py --config=configs/ytb8m.py --family=transformer
+  python launch/compare.py --config=configs/ytb8m.py:tiny --family=netvlad --workdir=/tmp/nv
+  python launch/compare.py --config=configs/ytb8m.py:paper --family=attention_rnn \
+      --workdir=/ckpt/ar --config.data.train_pattern=... --config.data.eval_pattern=... \
+      --config.data.taxonomy_file=vocabulary.csv
+
+Trains the tower (--tower_config; default: configs/ytb8m_correlation.py beside --config, with
+the same tiny/paper variants and --config's data section) into <workdir>/tower, then each row
+`<family>_<fusion>` of --config into <workdir>/<family>_<fusion>, and prints Tables 4-9's layout
+(mmjax/projects/youtube8m/compare.py), also written to <workdir>/comparison_<family>.md and .json
+(give the families one --workdir and they share the tower). Run it
+again after an interruption: every run resumes. It runs as one process (on all its local
+devices); for multi-host training run the rows with launch/train.py and compare afterwards.
+"""
+
+import copy
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from mmjax import cli
+from mmjax.config_files import load_sibling
+
+cli.define_flags("Root of the comparison's runs (shared by the families: one tower). "
+                 "Default: ./workdir/compare[_<variants>].")
+config_flags.DEFINE_config_file("tower_config", None, "The correlation tower's config "
+                                "(default: ytb8m_correlation.py beside --config).",
+                                lock_config=True)
+flags.DEFINE_enum("family", "transformer", ["transformer", "netvlad", "attention_rnn"],
+                  "The model family (rows <family>_early, _late, _cmg, _cmc).")
+flags.DEFINE_integer("examples", 4, "Videos per table in Tables 6 and 7.")
+flags.DEFINE_integer("videos", 0, "Evaluation videos searched for Tables 6 and 7 "
+                     "(0: one eval batch).")
+
+
+def _tower_config(path: str, variants: str, base):
+  if flags.FLAGS.tower_config is not None:
+    return flags.FLAGS.tower_config
+  module = load_sibling(path, "ytb8m_correlation")
+  known = [v for v in variants.split(",") if v.strip() in module.VARIANTS]
+  config = module.get_config(",".join(known))
+  with config.unlocked():
+    config.data = copy.deepcopy(base.data)
+    config.seed = base.seed
+  return config
+
+
+def main(argv):
+  del argv
+  # pylint: disable-next=import-outside-toplevel
+  from mmjax.projects.youtube8m.compare import Comparison
+  path, variants = cli.config_spec()
+  rows = load_sibling(path, "ytb8m").VARIANTS
+  family = flags.FLAGS.family
+  root = cli.FLAGS.workdir or "workdir/compare" + (
+      f"_{variants.replace(',', '_')}" if variants else "")
+  comparison = Comparison(root, family, cli.FLAGS.config,
+                          _tower_config(path, variants, cli.FLAGS.config),
+                          lambda config, fam, fusion: rows[f"{fam}_{fusion}"](config))
+  print(comparison.run(num_examples=flags.FLAGS.examples, num_videos=flags.FLAGS.videos)
+        ["markdown"])
+
+
+if __name__ == "__main__":
+  app.run(main)
