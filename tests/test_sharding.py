@@ -1,6 +1,6 @@
 """Sharded training equals single-device training: 8 fake CPU devices as a 4 x 2 (data x model)
 mesh, parameters partitioned by the config's rules (NetVLAD's hidden kernel over both axes; the
-cross-modal Transformer with the correlation tower; CLIP's
+cross-modal Transformer and attention RNN with the correlation tower; CLIP's
 attention and MLP kernels tensor-parallel over 'model' and FSDP over 'data')."""
 
 import json
@@ -33,16 +33,21 @@ def _run_equivalence(config_name, *overrides, cache_dir, optimizers=("adam", "sg
 
 
 # transformer/cmc: the cross-modal Transformer with the correlation tower and CM-C's context
-# layers (the tower's weights need not be loaded for this comparison), SGD only (parameters
-# compared exactly; Adam's sharded state: the NetVLAD case).
+# layers (the tower's weights need not be loaded for this comparison); attention_rnn/cmg: the
+# LSTM scans and the gated crossed attention units; netvlad/cmc: the crossed soft assignments
+# with the sharded hidden kernels of both streams; SGD only (parameters compared exactly;
+# Adam's sharded state: the NetVLAD case).
 @pytest.mark.parametrize("model,fusion,optimizers", [("netvlad", "late", ("adam", "sgd")),
-                                                     ("transformer", "cmc", ("sgd",))])
+                                                     ("transformer", "cmc", ("sgd",)),
+                                                     ("attention_rnn", "cmg", ("sgd",)),
+                                                     ("netvlad", "cmc", ("sgd",))])
 def test_4x2_mesh_matches_one_device(model, fusion, optimizers, cache_dir):
   summary = _run_equivalence("ytb8m", f"model.name={model}", f"model.fusion={fusion}",
                              "model.correlation.workdir=unused", cache_dir=cache_dir,
                              optimizers=optimizers)
-  if model == "netvlad":
-    assert summary["specs"]["rgb_tower/netvlad_hidden/kernel"] == "P('data', 'model')"
+  if model == "netvlad":  # the NetVLAD hidden kernel of each stream over both mesh axes
+    hidden = ("rgb_tower/netvlad_hidden" if fusion == "late" else "rgb_netvlad_hidden")
+    assert summary["specs"][f"{hidden}/kernel"] == "P('data', 'model')"
     assert summary["specs"]["classifier/kernel"] == "P(None, 'model')"
 
 

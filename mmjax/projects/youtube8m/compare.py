@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from mmjax import benchmarking, parallel
+from mmjax import metrics as mm_metrics
 from mmjax.data import tfrecord
 from mmjax.data.youtube8m import RecordSpec
 from mmjax.train.steps import make_eval_step
@@ -69,15 +70,14 @@ def row_configs(base, tower_config, family: str, tower_workdir: str,
 
 
 def error_rates(metrics: Mapping[str, float], split: str = SPLIT) -> Dict[str, float]:
-  """{'<scope>/<metric>': 100 (1 - value)} from a run's final '<split>/...' metrics; scope
-  'overall', 'level_<l>' or 'category_<name>'."""
+  """{'<scope>/<metric>': 100 (1 - value)} (`mmjax.metrics.error_rates`) from a run's final
+  '<split>/...' metrics; scope 'overall', 'level_<l>' or 'category_<name>'."""
+  own = {key[len(split) + 1:]: value for key, value in metrics.items()
+         if key.startswith(f"{split}/")}
   rates = {}
-  for key, value in metrics.items():
-    parts = key.split("/")
-    if parts[0] != split or parts[-1] not in dict(METRICS):
-      continue
-    scope = parts[1] if len(parts) == 3 else "overall"
-    rates[f"{scope}/{parts[-1]}"] = 100.0 * (1.0 - float(value))
+  for key, value in mm_metrics.error_rates(own).items():
+    scope, _, name = key.rpartition("/")
+    rates[f"{scope or 'overall'}/{name[len('err_'):]}"] = value
   return rates
 
 
@@ -219,7 +219,8 @@ class Comparison:
     start = time.time()
     metrics = train_and_evaluate(config, workdir)
     seconds = time.time() - start
-    if name not in times or seconds > 0.5 * times[name]:  # not just a re-evaluation
+    # A finished run is only evaluated again: keep the time it took to train.
+    if name not in times or seconds > 0.5 * times[name]:
       times[name] = seconds
     os.makedirs(self.root, exist_ok=True)
     with open(self.times_path, "w", encoding="utf-8") as f:
