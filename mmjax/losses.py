@@ -1,6 +1,8 @@
-"""Loss functions. Each returns a scalar averaged over (weighted) examples."""
+"""Loss functions. The `*_loss` / `*_entropy` reductions return a scalar averaged over (weighted)
+examples; `softmax_focal_loss` and `weighted_binary_cross_entropy` return per-example /
+per-element values for the caller to reduce (`weighted_mean`)."""
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,89 @@ def multilabel_sigmoid_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
   """
   per_class = optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
   return weighted_mean(jnp.sum(per_class, axis=-1), weights)
+
+
+def softmax_focal_loss(logits: jnp.ndarray, labels: jnp.ndarray,
+                       alpha: Optional[jnp.ndarray] = None, gamma: float = 2.0) -> jnp.ndarray:
+  """Multi-class focal loss per example (Lin et al. 2017; seed 000):
+
+    FL_n = -alpha_{y_n} (1 - p_{n, y_n})^gamma log p_{n, y_n},   p_n = softmax(logits_n).
+
+  gamma = 0 with alpha None is softmax cross-entropy. (optax has only the sigmoid form;
+  torchvision's `sigmoid_focal_loss` defaults to alpha 0.25, so give alpha explicitly when
+  comparing.)
+  1 - p is computed as -expm1(log p) and floored at 1e-30 before the power, so the gradient stays
+  finite for 0 < gamma < 1 when p rounds to 1.
+
+  Args:
+    logits: [..., C]. labels: [...] integer class ids in [0, C). alpha: optional [C] class weights.
+    gamma: focusing parameter >= 0.
+
+  Returns:
+    [...] per-example losses.
+  """
+  if gamma < 0:
+    raise ValueError(f"softmax_focal_loss: gamma must be >= 0, got {gamma}")
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  log_p_y = jnp.take_along_axis(log_p, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  loss = -log_p_y
+  if gamma:
+    loss = loss * jnp.power(jnp.maximum(-jnp.expm1(log_p_y), 1e-30), gamma)
+  if alpha is not None:
+    loss = loss * jnp.asarray(alpha, logits.dtype)[labels]
+  return loss
+
+
+def weighted_binary_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, *,
+                                  positive_weight: Union[float, jnp.ndarray] = 1.0,
+                                  negative_weight: Union[float, jnp.ndarray] = 1.0
+                                  ) -> jnp.ndarray:
+  """Binary cross-entropy per element with class weights:
+
+    l = -[w_pos y log s(z) + w_neg (1 - y) log(1 - s(z))],   s = sigmoid.
+
+  w_pos is PyTorch's `pos_weight` (a scalar or per class [C]); w_neg weighs the negatives (seed
+  001's correlation tower: lambda = 2). Computed from logits (log s(z) = -softplus(-z)).
+
+  Args:
+    logits: [..., C] (or [...]). labels: same shape, in [0, 1]. positive_weight,
+    negative_weight: scalars or broadcastable to logits (e.g. [C]).
+
+  Returns:
+    Per-element losses, the shape of logits.
+  """
+  labels = labels.astype(logits.dtype)
+  log_p = -jax.nn.softplus(-logits)
+  log_not_p = -jax.nn.softplus(logits)
+  return -(jnp.asarray(positive_weight, logits.dtype) * labels * log_p
+           + jnp.asarray(negative_weight, logits.dtype) * (1.0 - labels) * log_not_p)
+
+
+def uncertainty_weighted_loss(losses: Sequence[jnp.ndarray], raw_sigmas: jnp.ndarray,
+                              scales: Optional[Sequence[float]] = None) -> jnp.ndarray:
+  """Several task losses weighted by learned uncertainties (seed 004 eq. 9, generalised):
+
+    L = sum_i s_i L_i / d_i^2 + log(1 + d_i),   d_i = softplus(raw_i) + 1e-6 > 0,
+
+  seed 004's L_e / d1^2 + L_v / (2 d2^2) + log(1 + d1) + log(1 + d2) with scales (1, 1/2) for its
+  (classification, regression) pair. d is kept positive by construction (the equation is
+  unbounded below as d -> -1), and at least 1e-6 so that L stays finite in float32 however
+  negative raw gets (the gradient then pushes d back up).
+
+  Args:
+    losses: M scalar losses. raw_sigmas: [M] unconstrained parameters (train them with the model).
+    scales: M factors s_i (default all 1).
+
+  Returns:
+    The scalar L.
+  """
+  losses = jnp.stack([jnp.asarray(loss) for loss in losses])
+  if raw_sigmas.shape != losses.shape:
+    raise ValueError(f"uncertainty_weighted_loss: {losses.shape[0]} losses but raw_sigmas of "
+                     f"shape {raw_sigmas.shape}")
+  scales = jnp.ones_like(losses) if scales is None else jnp.asarray(scales, losses.dtype)
+  sigmas = jax.nn.softplus(raw_sigmas) + 1e-6
+  return jnp.sum(scales * losses / jnp.square(sigmas) + jnp.log1p(sigmas))
 
 
 def clip_contrastive_loss(image_embeds: jnp.ndarray, text_embeds: jnp.ndarray,

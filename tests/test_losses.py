@@ -1,10 +1,18 @@
 """Losses against numpy transcriptions of their formulas."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.losses import clip_contrastive_loss, multilabel_sigmoid_cross_entropy, weighted_mean
+from mmjax.losses import (
+  clip_contrastive_loss,
+  multilabel_sigmoid_cross_entropy,
+  softmax_focal_loss,
+  uncertainty_weighted_loss,
+  weighted_binary_cross_entropy,
+  weighted_mean,
+)
 
 
 def test_multilabel_sigmoid_cross_entropy_is_starter_code_loss():
@@ -114,3 +122,101 @@ def test_clip_contrastive_loss_rejects_mismatched_shapes():
   image, text, k = _clip_inputs()
   with pytest.raises(ValueError, match="same shape"):
     clip_contrastive_loss(image, text[:3], k)
+
+
+# ------------------------------------------------------------------------------------------
+# Focal loss, weighted binary cross-entropy, uncertainty weighting: values and gradients
+# against PyTorch autograd (issue 11, point 1).
+
+
+def _torch_focal(logits, labels, alpha, gamma):
+  import torch  # pylint: disable=import-outside-toplevel
+  log_p = torch.log_softmax(logits, dim=-1).gather(-1, labels[:, None])[:, 0]
+  loss = -((1 - log_p.exp()) ** gamma) * log_p
+  return loss * alpha[labels] if alpha is not None else loss
+
+
+@pytest.mark.parametrize("gamma,with_alpha", [(0.0, False), (2.0, False), (2.0, True),
+                                              (0.5, True)])
+def test_softmax_focal_loss_matches_torch_values_and_gradients(gamma, with_alpha):
+  import torch  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(7, 5)).astype(np.float64) * 2
+  labels = rng.integers(0, 5, size=7)
+  alpha = rng.uniform(0.2, 1.0, size=5) if with_alpha else None
+  with jax.enable_x64(True):
+    ours = lambda z: softmax_focal_loss(z, jnp.asarray(labels), alpha=alpha, gamma=gamma)
+    value = np.asarray(ours(jnp.asarray(logits)))
+    grad = np.asarray(jax.grad(lambda z: ours(z).sum())(jnp.asarray(logits)))
+  z = torch.tensor(logits, requires_grad=True)
+  reference = _torch_focal(z, torch.tensor(labels), None if alpha is None else torch.tensor(alpha),
+                           gamma)
+  reference.sum().backward()
+  np.testing.assert_allclose(value, reference.detach().numpy(), rtol=1e-10)
+  np.testing.assert_allclose(grad, z.grad.numpy(), rtol=1e-9, atol=1e-12)
+  if gamma == 0 and alpha is None:  # plain softmax cross-entropy
+    cross_entropy = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                                      reduction="none")
+    np.testing.assert_allclose(value, cross_entropy.numpy(), rtol=1e-10)
+
+
+def test_softmax_focal_loss_gradient_stays_finite_at_certainty():
+  logits = jnp.array([[60.0, 0.0, 0.0]])  # p_y rounds to 1 in float32
+  for gamma in (0.5, 2.0):
+    grad = jax.grad(lambda z, g=gamma: softmax_focal_loss(z, jnp.array([0]), gamma=g).sum())(
+        logits)
+    assert np.isfinite(np.asarray(grad)).all()
+  with pytest.raises(ValueError, match="gamma must be >= 0"):
+    softmax_focal_loss(logits, jnp.array([0]), gamma=-1.0)
+
+
+def test_weighted_binary_cross_entropy_matches_torch_pos_weight_and_negative_weight():
+  import torch  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(6, 4)) * 3
+  labels = (rng.random((6, 4)) < 0.4).astype(np.float64)
+  pos_weight = rng.uniform(0.5, 3.0, size=4)
+  with jax.enable_x64(True):
+    ours = lambda z: weighted_binary_cross_entropy(z, jnp.asarray(labels),
+                                                   positive_weight=pos_weight)
+    value = np.asarray(ours(jnp.asarray(logits)))
+    grad = np.asarray(jax.grad(lambda z: ours(z).sum())(jnp.asarray(logits)))
+    negative = np.asarray(weighted_binary_cross_entropy(jnp.asarray(logits), jnp.asarray(labels),
+                                                        negative_weight=2.0))
+  z = torch.tensor(logits, requires_grad=True)
+  reference = torch.nn.functional.binary_cross_entropy_with_logits(
+      z, torch.tensor(labels), pos_weight=torch.tensor(pos_weight), reduction="none")
+  reference.sum().backward()
+  np.testing.assert_allclose(value, reference.detach().numpy(), rtol=1e-10)
+  np.testing.assert_allclose(grad, z.grad.numpy(), rtol=1e-9, atol=1e-12)
+  # A negative-class weight lambda: torch's element `weight` = y + lambda (1 - y).
+  expected = torch.nn.functional.binary_cross_entropy_with_logits(
+      torch.tensor(logits), torch.tensor(labels), weight=torch.tensor(labels + 2.0 * (1 - labels)),
+      reduction="none")
+  np.testing.assert_allclose(negative, expected.numpy(), rtol=1e-10)
+
+
+def test_uncertainty_weighting_is_seed_004_equation_9_with_positive_sigmas():
+  import torch  # pylint: disable=import-outside-toplevel
+  raw = np.array([0.3, -1.2])
+  loss_e, loss_v = 1.7, 0.4
+  with jax.enable_x64(True):
+    fn = lambda r, le, lv: uncertainty_weighted_loss([le, lv], r, scales=(1.0, 0.5))
+    value = float(fn(jnp.asarray(raw), loss_e, loss_v))
+    grads = jax.grad(fn, argnums=(0, 1, 2))(jnp.asarray(raw), loss_e, loss_v)
+  r = torch.tensor(raw, requires_grad=True)
+  le, lv = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (loss_e, loss_v))
+  d1, d2 = torch.nn.functional.softplus(r) + 1e-6
+  reference = le / d1**2 + lv / (2 * d2**2) + torch.log(1 + d1) + torch.log(1 + d2)
+  reference.backward()
+  assert value == pytest.approx(reference.item(), rel=1e-12)
+  np.testing.assert_allclose(np.asarray(grads[0]), r.grad.numpy(), rtol=1e-10)
+  assert float(grads[1]) == pytest.approx(le.grad.item()) and float(grads[2]) == pytest.approx(
+      lv.grad.item())
+  # Any raw value gives a finite loss and gradient (d >= 1e-6): the equation's d -> -1 pole and
+  # d -> 0 are out of reach.
+  far = jnp.array([-50.0])
+  assert np.isfinite(float(uncertainty_weighted_loss([1.0], far)))
+  assert float(jax.grad(lambda r: uncertainty_weighted_loss([1.0], r))(far)[0]) < 0
+  with pytest.raises(ValueError, match="2 losses but raw_sigmas of shape"):
+    uncertainty_weighted_loss([1.0, 2.0], jnp.zeros(3))

@@ -21,9 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from mmjax import metrics
+from mmjax import losses, metrics
 from mmjax.projects.youtube8m.task import Youtube8mTask
 from mmjax.projects.youtube8m.tower import CorrelationTower
 from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, register
@@ -186,10 +185,10 @@ class CorrelationTask(Youtube8mTask):
 
   def loss(self, logits, batch, task_state=None):
     del task_state
-    y, weight = batch["correlated"], batch["weight"]
-    per_example = optax.sigmoid_binary_cross_entropy(logits, y)
-    class_weight = y + self.config.correlation.negative_weight * (1.0 - y)
-    loss = jnp.sum(weight * class_weight * per_example) / jnp.maximum(jnp.sum(weight), 1.0)
+    weight = batch["weight"]
+    per_example = losses.weighted_binary_cross_entropy(
+        logits, batch["correlated"], negative_weight=self.config.correlation.negative_weight)
+    loss = jnp.sum(weight * per_example) / jnp.maximum(jnp.sum(weight), 1.0)
     return loss, {}
 
   def predictions(self, logits):
