@@ -15,7 +15,7 @@ again after an interruption: every run resumes. It runs as one process (on all i
 devices); for multi-host training run the rows with launch/train.py and compare afterwards.
 """
 
-import copy
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -35,29 +35,20 @@ flags.DEFINE_integer("videos", 0, "Evaluation videos searched for Tables 6 and 7
                      "(0: one eval batch).")
 
 
-def _tower_config(path: str, variants: str, base):
-  if flags.FLAGS.tower_config is not None:
-    return flags.FLAGS.tower_config
-  module = load_sibling(path, "ytb8m_correlation")
-  known = [v for v in variants.split(",") if v.strip() in module.VARIANTS]
-  config = module.get_config(",".join(known))
-  with config.unlocked():
-    config.data = copy.deepcopy(base.data)
-    config.seed = base.seed
-  return config
-
-
 def main(argv):
   del argv
   # pylint: disable-next=import-outside-toplevel
-  from mmjax.projects.youtube8m.compare import Comparison
+  from mmjax.projects.youtube8m.compare import Comparison, default_tower_config
   path, variants = cli.config_spec()
-  rows = load_sibling(path, "ytb8m").VARIANTS
+  rows = load_sibling(path, os.path.splitext(os.path.basename(path))[0]).VARIANTS  # --config's
   family = flags.FLAGS.family
   root = cli.FLAGS.workdir or "workdir/compare" + (
       f"_{variants.replace(',', '_')}" if variants else "")
-  comparison = Comparison(root, family, cli.FLAGS.config,
-                          _tower_config(path, variants, cli.FLAGS.config),
+  base = cli.FLAGS.config
+  tower = flags.FLAGS.tower_config
+  if tower is None:
+    tower = default_tower_config(path, variants, base)
+  comparison = Comparison(root, family, base, tower,
                           lambda config, fam, fusion: rows[f"{fam}_{fusion}"](config))
   print(comparison.run(num_examples=flags.FLAGS.examples, num_videos=flags.FLAGS.videos)
         ["markdown"])

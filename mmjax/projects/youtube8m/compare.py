@@ -32,6 +32,7 @@ import numpy as np
 
 from mmjax import benchmarking, parallel
 from mmjax import metrics as mm_metrics
+from mmjax.config_files import load_sibling
 from mmjax.data import tfrecord
 from mmjax.data.youtube8m import RecordSpec
 from mmjax.train.steps import make_eval_step
@@ -49,6 +50,18 @@ SPLIT = "eval"
 def row_name(family: str, fusion: str) -> str:
   """The paper's name of a row, e.g. 'TM-CM-C'."""
   return f"{FAMILY_ABBREVIATIONS[family]}-{FUSION_ABBREVIATIONS[fusion]}"
+
+
+def default_tower_config(config_file: str, variants: str, base):
+  """The tower's config beside `config_file`: ytb8m_correlation.py with those of `variants` it
+  knows (tiny, paper), and `base`'s data section and seed (so both train on the same data)."""
+  module = load_sibling(config_file, "ytb8m_correlation")
+  known = [v for v in variants.split(",") if v.strip() in module.VARIANTS]
+  config = module.get_config(",".join(known))
+  with config.unlocked():
+    config.data = copy.deepcopy(base.data)
+    config.seed = base.seed
+  return config
 
 
 def row_configs(base, tower_config, family: str, tower_workdir: str,
@@ -131,47 +144,51 @@ def category_table(family: str, rates: Mapping[str, Mapping[str, float]]) -> str
                     f"{row_name(family, 'cmc')} GAP error %", "gain"], rows)
 
 
-def first_eval_batch(config, task, num_videos: int):
-  """The first `num_videos` videos of the eval pattern as one padded batch (spec.collate) and
-  their ids: read directly, in file order, so the same videos come out for every run."""
+def first_eval_chunks(config, task, num_videos: int):
+  """The first `num_videos` videos of the eval pattern, read directly in file order (the same
+  videos for every run), as padded batches of config.eval_batch_size (`spec.collate`; padding
+  has weight 0), and their ids."""
   spec = RecordSpec.from_config(task.data_config)
   examples, ids = [], []
   for path in tfrecord.list_files(task.data_config.eval_pattern):
     for index, data in enumerate(tfrecord.iter_tfrecord(path)):
-      example = spec.parse_raw(data, path=path, index=index)
-      examples.append(example)
-      ids.append(example["id"])
       if len(examples) == num_videos:
         break
-    if len(examples) == num_videos:
-      break
-  size = -(-len(examples) // config.eval_batch_size) * config.eval_batch_size
-  return spec.collate(examples + [None] * (size - len(examples))), ids
+      examples.append(spec.parse_raw(data, path=path, index=index))
+      ids.append(examples[-1]["id"])
+  size = config.eval_batch_size
+  examples += [None] * (-len(examples) % size)
+  return [spec.collate(examples[i:i + size]) for i in range(0, len(examples), size)], ids
+
+
+def restore_and_read_videos(config, workdir: str, num_videos: int):
+  """Restores the latest checkpoint of `workdir` and reads the first `num_videos` eval videos.
+  Returns (task, chunks, ids, run): `first_eval_chunks`, and run(batch) -> the outputs of the
+  jitted eval step (predictions, evaluator batch, loss sum, weight sum) on any mesh."""
+  task, state, shardings, mesh, _ = restore_for_eval(config, workdir)
+  chunks, ids = first_eval_chunks(config, task, num_videos)
+  eval_step = make_eval_step(task, mesh, shardings)
+  return task, chunks, ids, lambda batch: eval_step(state, parallel.global_batch(batch, mesh))
 
 
 def predict_videos(config, workdir: str, num_videos: int):
   """(probabilities [N, C], labels [N, C], ids, taxonomy) of the first `num_videos` eval videos
-  under the latest checkpoint of `workdir` (the jitted eval step, so any mesh works)."""
-  task, state, shardings, mesh, _ = restore_for_eval(config, workdir)
-  batch, ids = first_eval_batch(config, task, num_videos)
-  eval_step = make_eval_step(task, mesh, shardings)
-  probabilities = []
-  for start in range(0, len(batch["weight"]), config.eval_batch_size):
-    part = {k: v[start:start + config.eval_batch_size] for k, v in batch.items()}
-    predictions, _, _, _ = eval_step(state, parallel.global_batch(part, mesh))
-    probabilities.append(np.asarray(predictions))
-  n = len(ids)
-  return np.concatenate(probabilities)[:n], batch["labels"][:n], ids, task.taxonomy
+  under the latest checkpoint of `workdir`."""
+  task, chunks, ids, run = restore_and_read_videos(config, workdir, num_videos)
+  probabilities = np.concatenate([np.asarray(run(chunk)[0]) for chunk in chunks])
+  labels = np.concatenate([chunk["labels"] for chunk in chunks])
+  return probabilities[:len(ids)], labels[:len(ids)], ids, task.taxonomy
 
 
-def _names(taxonomy, classes) -> str:
-  return "; ".join(taxonomy.class_name(c) if taxonomy else f"class {c}" for c in classes)
+def class_names(taxonomy, classes) -> List[str]:
+  """The names of class ids (`Taxonomy.class_name`; 'class <id>' without a taxonomy)."""
+  return [taxonomy.class_name(c) if taxonomy else f"class {c}" for c in classes]
 
 
 def _top(taxonomy, probabilities, k: int) -> str:
   order = np.argsort(-probabilities, kind="stable")[:k]
-  return "; ".join(f"{taxonomy.class_name(c) if taxonomy else f'class {c}'} "
-                   f"{probabilities[c]:.2f}" for c in order)
+  return "; ".join(f"{name} {probabilities[c]:.2f}"
+                   for name, c in zip(class_names(taxonomy, order), order))
 
 
 def example_tables(family: str, baseline: str, predictions: Mapping[str, tuple],
@@ -187,8 +204,8 @@ def example_tables(family: str, baseline: str, predictions: Mapping[str, tuple],
             f"{row_name(family, 'cmc')} top {top_k}"]
 
   def rows(indices):
-    return [[ids[i], _names(taxonomy, np.flatnonzero(labels[i])), _top(taxonomy, base_p[i], top_k),
-             _top(taxonomy, cmc_p[i], top_k)] for i in indices]
+    return [[ids[i], "; ".join(class_names(taxonomy, np.flatnonzero(labels[i]))),
+             _top(taxonomy, base_p[i], top_k), _top(taxonomy, cmc_p[i], top_k)] for i in indices]
 
   n = len(labels)
   return captioned_tables(header, [

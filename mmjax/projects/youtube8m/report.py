@@ -25,21 +25,19 @@ import jax
 import matplotlib
 import numpy as np
 
-from mmjax import parallel
-from mmjax.nn.crossmodal import AttentionClusters, AttentionTransform
+from mmjax.nn.crossmodal import STREAMS, AttentionClusters, AttentionTransform
 from mmjax.projects.youtube8m.compare import (
   captioned_tables,
-  first_eval_batch,
+  class_names,
+  first_eval_chunks,
   markdown_table,
+  restore_and_read_videos,
 )
 from mmjax.projects.youtube8m.correlation import pair_batch
-from mmjax.train.steps import make_eval_step
 from mmjax.train.trainer import restore_for_eval, train_and_evaluate
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
-
-STREAMS = ("rgb", "audio")
 
 
 def sweep_negative_weight(tower_config, root: str, weights: Sequence[float],
@@ -76,35 +74,32 @@ def plot_weight_sweep(results: Mapping[float, Mapping[str, float]], path: str) -
   plt.close(fig)
 
 
-def tower_pairs(config, workdir: str, num_videos: int) -> Dict[str, np.ndarray]:
+def tower_pairs(config, workdir: str, num_videos: int) -> Dict[str, object]:
   """The tower of `workdir` (latest checkpoint) on the pairs of the first `num_videos` eval
-  videos, paired batch by batch as in training (`CorrelationTask.partners`).
+  videos, paired chunk by chunk (config.eval_batch_size) as in evaluation
+  (`CorrelationTask.partners`).
 
   Returns:
-    'rgb_id', 'audio_id' (str [N]), 'correlated' [N] (1: same video), 'p' [N] (the tower's
+    'rgb_id', 'audio_id' (lists of str), 'correlated' [N] (1: same video), 'p' [N] (the tower's
     output), 'rgb_labels', 'audio_labels' (lists of class-index arrays) and 'taxonomy'.
   """
-  task, state, shardings, mesh, _ = restore_for_eval(config, workdir)
-  batch, ids = first_eval_batch(config, task, num_videos)
-  eval_step = make_eval_step(task, mesh, shardings)
-  size = config.eval_batch_size
+  task, chunks, ids, run = restore_and_read_videos(config, workdir, num_videos)
   out = {k: [] for k in ("rgb_id", "audio_id", "correlated", "p", "rgb_labels", "audio_labels")}
-  ids = np.array(ids + [""] * (len(batch["weight"]) - len(ids)), dtype=object)
-  for start in range(0, len(batch["weight"]), size):
-    part = {k: v[start:start + size] for k, v in batch.items()}
-    partner = task.partners(part)
-    p, evaluated, _, _ = eval_step(state, parallel.global_batch(pair_batch(part, partner), mesh))
-    real = np.asarray(evaluated["weight"]) > 0
-    labels = [np.flatnonzero(row) for row in part["labels"]]
-    out["rgb_id"] += list(ids[start:start + size][real])
-    out["audio_id"] += list(ids[start:start + size][partner][real])
-    out["correlated"] += list(np.asarray(evaluated["correlated"])[real])
-    out["p"] += list(np.asarray(p)[real])
-    out["rgb_labels"] += [labels[i] for i in np.flatnonzero(real)]
-    out["audio_labels"] += [labels[partner[i]] for i in np.flatnonzero(real)]
-  result = {k: (np.asarray(v) if k in ("correlated", "p") else v) for k, v in out.items()}
-  result["taxonomy"] = task.taxonomy
-  return result
+  size = config.eval_batch_size
+  for number, chunk in enumerate(chunks):
+    partner = task.partners(chunk)
+    p, evaluated, _, _ = run(pair_batch(chunk, partner))
+    chunk_ids = ids[number * size:(number + 1) * size]
+    for i in np.flatnonzero(np.asarray(evaluated["weight"]) > 0):
+      out["rgb_id"].append(chunk_ids[i])
+      out["audio_id"].append(chunk_ids[partner[i]])
+      out["correlated"].append(float(evaluated["correlated"][i]))
+      out["p"].append(float(p[i]))
+      out["rgb_labels"].append(np.flatnonzero(chunk["labels"][i]))
+      out["audio_labels"].append(np.flatnonzero(chunk["labels"][partner[i]]))
+  out["correlated"], out["p"] = np.asarray(out["correlated"]), np.asarray(out["p"])
+  out["taxonomy"] = task.taxonomy
+  return out
 
 
 def plot_positive_outputs(p: np.ndarray, correlated: np.ndarray, path: str) -> None:
@@ -129,7 +124,7 @@ def mistake_tables(pairs: Mapping[str, object], num: int) -> str:
   p, y = pairs["p"], pairs["correlated"]
 
   def names(classes):
-    return "; ".join(taxonomy.class_name(c) if taxonomy else f"class {c}" for c in classes)
+    return "; ".join(class_names(taxonomy, classes))
 
   def rows(indices):
     return [[pairs["rgb_id"][i], pairs["audio_id"][i], f"{p[i]:.3f}",
@@ -166,8 +161,9 @@ def attention_maps(config, workdir: str, video: int = 0) -> Dict[str, object]:
                      f"'attention_rnn', fusion 'cmg' or 'cmc'), not {config.model.name!r} / "
                      f"{config.model.fusion!r}")
   task, state, _, _, _ = restore_for_eval(config, workdir)
-  batch, ids = first_eval_batch(config, task, video + 1)
-  one = {k: v[video:video + 1] for k, v in batch.items()}
+  chunks, ids = first_eval_chunks(config, task, video + 1)
+  row = video % config.eval_batch_size
+  one = {k: v[row:row + 1] for k, v in chunks[-1].items()}
   variables = jax.tree.map(np.asarray, {"params": state.params, **state.model_state})
   _, captured = task.model.apply(
       variables, one, train=False, mutable=["intermediates"],
