@@ -54,13 +54,20 @@ def optimizer_config(**values) -> ml_collections.ConfigDict:
     reduce_on_plateau False, plateau_metric 'eval/loss' ('<split>/<metric>', lower is better),
     plateau_patience 2, plateau_factor 0.1, plateau_threshold 1e-4 (relative improvement),
     gradient_transforms () and weight_transforms (): (name, kwargs) pairs of optax transforms
-    placed before the optimizer and after it (see mmjax.tasks.protocol for the order).
+    placed before the optimizer and after it (see mmjax.tasks.protocol for the order),
+    schedule 'constant' ('constant' | 'cosine' | 'linear'), warmup_steps 0 (linear warmup from
+    0), decay_steps 0 (updates of the decay after the warmup; > 0 for 'cosine' / 'linear', 0
+    for 'constant'), end_learning_rate_factor 0.0 (final rate = factor * learning_rate, in
+    [0, 1]). The schedule counts the run's own updates from 0, so a run starting from trained
+    weights (init_from) replays it from its start: learning-rate rewinding
+    (mmjax.train.optimizer).
   """
   config = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, grad_clip_norm=0.0, trainable="",
       reduce_on_plateau=False, plateau_metric="eval/loss", plateau_patience=2,
       plateau_factor=0.1, plateau_threshold=1e-4, gradient_transforms=(),
-      weight_transforms=()))
+      weight_transforms=(), schedule="constant", warmup_steps=0, decay_steps=0,
+      end_learning_rate_factor=0.0))
   update_keys(config, values, "optimizer_config")
   return config
 
@@ -77,8 +84,9 @@ def init_from_entry(source: str, *, step="latest", source_subtree: str = "",
                     target_subtree: str = "", frozen: bool = False) -> ml_collections.ConfigDict:
   """One `config.init_from` entry (mmjax.train.init_from):
 
-  source          an mmjax workdir (its checkpoints/) or a Hugging Face CLIP directory
-                  (config.json + model.safetensors)
+  source          an mmjax workdir (its checkpoints/), a Hugging Face CLIP directory
+                  (config.json + model.safetensors) or a variables .npz
+                  (mmjax.train.init_from.write_variables)
   step            for a workdir: 'latest', 'best' or a step number
   source_subtree  '/'-joined path in the source's params ('' = all), e.g. 'rgb_tower'
   target_subtree  where it goes in this model's params ('' = the root)

@@ -1,8 +1,9 @@
 """Loss functions. The `*_loss` / `*_entropy` reductions return a scalar averaged over (weighted)
 examples; `softmax_focal_loss` and `weighted_binary_cross_entropy` return per-example /
-per-element values for the caller to reduce (`weighted_mean`)."""
+per-element values for the caller to reduce (`weighted_mean`); `blended_loss` (gradient
+blending) returns the total and each head's loss."""
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,40 @@ def softmax_focal_loss(logits: jnp.ndarray, labels: jnp.ndarray,
   if alpha is not None:
     loss = loss * jnp.asarray(alpha, logits.dtype)[labels]
   return loss
+
+
+def blended_loss(head_logits: Mapping[str, jnp.ndarray], labels: jnp.ndarray,
+                 head_weights: Mapping[str, Union[float, jnp.ndarray]],
+                 per_example: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] = None,
+                 example_weights: Optional[jnp.ndarray] = None
+                 ) -> Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]:
+  """The gradient-blending loss (Wang et al. 2020; seed 000): over a dict of per-head logits,
+
+    L = sum_k w_k mean_n l(z_{k,n}, y_n),
+
+  where l is `per_example` (default softmax cross-entropy; e.g. a partial of
+  `softmax_focal_loss`) and the mean is weighted by `example_weights`. The heads share the
+  labels; the task's predictions come from its fused head only (not from here). Heads with no
+  weight in `head_weights` are an error (a typo would silently drop a head's training signal).
+
+  Args:
+    head_logits: {head: [N, C]}. labels: [N] class ids. head_weights: {head: w_k} (floats or
+      traced scalars, e.g. G-Blend weights from the task state). example_weights: optional [N].
+
+  Returns:
+    (L [], {head: that head's mean loss []}).
+  """
+  missing = sorted(set(head_logits) - set(head_weights))
+  extra = sorted(set(head_weights) - set(head_logits))
+  if missing or extra:
+    raise ValueError(f"blended_loss: heads {sorted(head_logits)} but weights for "
+                     f"{sorted(head_weights)} (missing {missing}, unknown {extra})")
+  if per_example is None:
+    per_example = lambda z, y: softmax_focal_loss(z, y, gamma=0.0)
+  per_head = {k: weighted_mean(per_example(z, labels), example_weights)
+              for k, z in head_logits.items()}
+  total = sum(jnp.asarray(head_weights[k], v.dtype) * v for k, v in per_head.items())
+  return total, per_head
 
 
 def weighted_binary_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, *,

@@ -12,7 +12,12 @@ from mmjax import parallel
 from mmjax.models import clip
 from mmjax.tasks import get_task
 from mmjax.train import train_and_evaluate
-from mmjax.train.init_from import apply_init_from
+from mmjax.train.init_from import (
+  apply_init_from,
+  load_source,
+  read_variables,
+  write_variables,
+)
 from mmjax.train.steps import create_train_state
 from mmjax.train.trainer import build_optimizer_for, restore_for_eval
 
@@ -118,3 +123,17 @@ def test_a_hugging_face_clip_directory_fills_a_frozen_tower(cache_dir, tmp_path)
   config.init_from = (_entry(tmp_path / "nothing_here"),)
   with pytest.raises(FileNotFoundError, match=r"init_from\[0\].source=.*neither an mmjax"):
     apply_init_from(config.init_from, state.params, state.model_state)
+
+
+def test_a_variables_file_roundtrips_and_needs_params(tmp_path):
+  variables = {"params": {"dense": {"kernel": np.ones((2, 3), np.float32)}},
+               "batch_stats": {"bn": {"mean": np.zeros(3, np.float32)}}}
+  path = str(tmp_path / "v.npz")
+  write_variables(path, variables)
+  flat, what = load_source({"source": path}, "config.init_from[0]")
+  assert what.endswith("(variables file)")
+  np.testing.assert_array_equal(flat["params"]["dense/kernel"], np.ones((2, 3)))
+  assert list(flat["batch_stats"]) == ["bn/mean"]
+  np.savez(tmp_path / "bad.npz", x=np.zeros(1))
+  with pytest.raises(ValueError, match=r"bad.npz: a variables file needs 'params/...' arrays"):
+    read_variables(str(tmp_path / "bad.npz"))

@@ -37,6 +37,7 @@ TASK_METRICS = {
     "clip_pretrain": ("i2t_r@1", "i2t_r@5", "t2i_r@1", "t2i_r@5"),
     "emovclip": ("accuracy", "weighted_f1", "macro_f1"),
     "youtube8m_correlation": ("accuracy", "fpr", "fnr"),
+    "avdigits": ("accuracy", "weighted_f1", "macro_f1"),
 }
 
 

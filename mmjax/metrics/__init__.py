@@ -3,13 +3,14 @@ weighted F1, image-text retrieval recall; `LabelsEvaluator` adapts the label met
 to a task's evaluator."""
 
 from mmjax.metrics.classification import ClassificationMetrics
-from mmjax.metrics.evaluator import LabelsEvaluator
+from mmjax.metrics.evaluator import HeadsEvaluator, LabelsEvaluator
 from mmjax.metrics.retrieval import RetrievalMetrics
 from mmjax.metrics.taxonomy import Taxonomy, load_taxonomy, read_taxonomy
 from mmjax.metrics.youtube8m import Youtube8mMetrics, error_rates, gap, hit_at_1, mean_ap, perr
 
 __all__ = [
     'ClassificationMetrics',
+    'HeadsEvaluator',
     'LabelsEvaluator',
     'RetrievalMetrics',
     'Taxonomy',

@@ -3,8 +3,10 @@
 Each entry (configs/defaults.py `init_from_entry`) copies one subtree of a source's variables
 into one subtree of this model's, on a fresh run (a resumed run has them in its checkpoint):
 
-  source          an mmjax workdir (its checkpoints/: step 'latest', 'best' or a number), or a
-                  Hugging Face CLIP directory (config.json + model.safetensors[.index.json])
+  source          an mmjax workdir (its checkpoints/: step 'latest', 'best' or a number), a
+                  Hugging Face CLIP directory (config.json + model.safetensors[.index.json]),
+                  or a variables file `*.npz` (`write_variables`: '<collection>/<path>' ->
+                  array, e.g. a pruned and compacted model from mmjax.train.multirun.pnao)
   source_subtree  '/'-joined path in the source's params ('' = all of them)
   target_subtree  '/'-joined path in this model's params ('' = the root)
   frozen          the target subtree gets no updates (mmjax.train.optimizer.freeze: -0.0
@@ -45,6 +47,8 @@ def frozen_subtrees(config) -> Tuple[str, ...]:
 def load_source(entry, key: str) -> Tuple[Dict[str, Flat], str]:
   """({collection: flat {path: array}}, description) of one entry's source variables."""
   source = os.path.abspath(os.path.expanduser(str(entry["source"])))
+  if source.endswith(".npz") and os.path.isfile(source):
+    return read_variables(source), f"{source} (variables file)"
   if os.path.isdir(os.path.join(source, "checkpoints")):
     reader = CheckpointReader(os.path.join(source, "checkpoints"))
     step = reader.resolve_step(entry.get("step", "latest"))
@@ -62,6 +66,29 @@ def load_source(entry, key: str) -> Tuple[Dict[str, Flat], str]:
     return {"params": flat_paths(params)}, f"{source} (Hugging Face CLIP)"
   raise FileNotFoundError(f"{key}.source={entry['source']!r}: neither an mmjax workdir (with "
                           "checkpoints/) nor a Hugging Face CLIP directory (with config.json)")
+
+
+def write_variables(path: str, variables) -> None:
+  """Writes a variables dict ({'params': tree, other collections}) as '<collection>/<path>' ->
+  array in one .npz (through a temporary file and a rename), for `config.init_from`."""
+  arrays = {f"{collection}/{leaf_path}": np.asarray(value)
+            for collection, tree in variables.items()
+            for leaf_path, value in flat_paths(tree).items()}
+  tmp = f"{path}.tmp.{os.getpid()}.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def read_variables(path: str) -> Dict[str, Flat]:
+  """{collection: flat {path: array}} of a `write_variables` file."""
+  out: Dict[str, Flat] = {}
+  with np.load(path, allow_pickle=False) as npz:
+    for name in npz.files:
+      collection, _, leaf_path = name.partition("/")
+      out.setdefault(collection, {})[leaf_path] = npz[name]
+  if "params" not in out:
+    raise ValueError(f"{path}: a variables file needs 'params/...' arrays, has {sorted(out)}")
+  return out
 
 
 def subtree(flat: Flat, prefix: str) -> Flat:

@@ -1,7 +1,8 @@
 """Optimizer from `config.optimizer`, as one optax chain, and the plateau rule.
 
   config.optimizer.gradient_transforms -> the task's gradient transforms
-  -> clip_by_global_norm (optional) -> adam/adamw/sgd(learning_rate) -> scale_by_plateau (optional)
+  -> clip_by_global_norm (optional) -> adam/adamw/sgd(learning_rate schedule)
+  -> scale_by_plateau (optional)
   -> config.optimizer.weight_transforms -> the task's weight transforms (pruning masks, ...),
   all inside `freeze` when some parameters are frozen.
 
@@ -24,11 +25,43 @@ only the trainable gradients). The zero update is -0.0, the exact identity of IE
 (p + -0.0 == p bit for bit, even for p = -0.0, which p + 0.0 would turn into +0.0), so frozen
 parameters stay bit-identical under optax.apply_updates. A regex matching no parameter raises
 ValueError at `tx.init`, when the parameters are known.
+
+Learning-rate schedules (`learning_rate_schedule`; keys of config.optimizer):
+
+  schedule                  'constant' (default) | 'cosine' | 'linear'
+  warmup_steps              0: linear warmup from 0 to learning_rate over the first
+                            warmup_steps updates (the first update has rate 0), then:
+  decay_steps               'cosine' / 'linear': the decay from learning_rate to
+                            end_learning_rate_factor * learning_rate takes decay_steps updates
+                            after the warmup (the end value is reached at update
+                            warmup_steps + decay_steps and kept after it); must be > 0 for them.
+                            'constant': must stay 0 (a decay length with no decaying schedule
+                            is a config error, not silently ignored).
+  end_learning_rate_factor  0.0, in [0, 1]: the final rate as a fraction of learning_rate.
+
+The schedule is a function of the optimizer's own update count (optax.ScaleByScheduleState in
+the optimizer state, so it is checkpointed with it), not of config.total_steps: to decay over
+the whole run set decay_steps = total_steps - warmup_steps. Extending total_steps on a resume
+does not stretch the schedule. The plateau scale (above) multiplies the scheduled rate. With
+'constant' and no warmup the optimizer gets the float learning_rate itself, so its state has the
+layout of earlier releases (checkpoints stay compatible); any other schedule adds a
+ScaleByScheduleState to it (a resume that changes config.optimizer.schedule is refused by the
+config snapshot and would not match the checkpoint).
+
+Learning-rate rewinding (Renda et al. 2020: keep the trained weights, replay the original
+schedule from its start): a PNAO round / retraining run starts from trained weights via
+config.init_from with the same optimizer config: its step counter starts at 0, so the schedule
+replays from its start (learning-rate rewinding); resuming a killed run continues the schedule
+where it stopped (the count is restored with the optimizer state).
+
+The trainer logs `learning_rate` in each train row of metrics.jsonl / TensorBoard
+(`learning_rate_at`: the rate of the last applied update, times the plateau scale).
 """
 
 import importlib
+import numbers
 import re
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +75,8 @@ _OPTIMIZERS = {
     "adamw": optax.adamw,
     "sgd": optax.sgd,
 }
+
+SCHEDULES = ("constant", "cosine", "linear")
 
 
 class PlateauState(NamedTuple):
@@ -155,12 +190,97 @@ def transform_from_spec(spec, key: str) -> optax.GradientTransformation:
   return transform
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _schedule_settings(opt_config):
+  """(learning_rate, schedule, warmup_steps, decay_steps, end factor) of `opt_config`, checked
+  (ValueError naming the key). Keys absent from an older config take their defaults."""
+  learning_rate = opt_config.learning_rate
+  if not isinstance(learning_rate, numbers.Real) or not learning_rate > 0:
+    raise ValueError(f"config.optimizer.learning_rate must be > 0, got {learning_rate}")
+  name = opt_config.get("schedule", "constant")
+  warmup = opt_config.get("warmup_steps", 0)
+  decay = opt_config.get("decay_steps", 0)
+  factor = opt_config.get("end_learning_rate_factor", 0.0)
+  if name not in SCHEDULES:
+    raise ValueError(f"config.optimizer.schedule={name!r}; expected one of {list(SCHEDULES)}")
+  if not _is_int(warmup) or warmup < 0:
+    raise ValueError(f"config.optimizer.warmup_steps={warmup!r}: must be an integer >= 0")
+  if name == "constant":
+    if not _is_int(decay) or decay != 0:
+      raise ValueError(f"config.optimizer.decay_steps={decay!r} with config.optimizer.schedule="
+                       "'constant': a constant rate does not decay; set schedule to 'cosine' or "
+                       "'linear', or decay_steps to 0")
+  elif not _is_int(decay) or decay <= 0:
+    raise ValueError(f"config.optimizer.decay_steps={decay!r}: schedule {name!r} needs an "
+                     "integer > 0 (the updates of the decay after the warmup, e.g. "
+                     "config.total_steps - config.optimizer.warmup_steps)")
+  if (isinstance(factor, bool) or not isinstance(factor, numbers.Real)
+      or not 0.0 <= factor <= 1.0):
+    raise ValueError(f"config.optimizer.end_learning_rate_factor={factor!r}: must be in [0, 1]")
+  return float(learning_rate), name, int(warmup), int(decay), float(factor)
+
+
+def learning_rate_schedule(opt_config) -> optax.Schedule:
+  """The learning rate as a function of the update count (0 = the first update), from
+  config.optimizer's learning_rate, schedule, warmup_steps, decay_steps and
+  end_learning_rate_factor (module docstring). ValueError naming a bad key."""
+  learning_rate, name, warmup, decay, factor = _schedule_settings(opt_config)
+  if name == "cosine":
+    main = optax.cosine_decay_schedule(learning_rate, decay, alpha=factor)
+  elif name == "linear":
+    main = optax.linear_schedule(learning_rate, factor * learning_rate, decay)
+  else:
+    main = optax.constant_schedule(learning_rate)
+  if warmup == 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup), main],
+                              [warmup])
+
+
+def _optimizer_learning_rate(opt_config) -> Union[float, optax.Schedule]:
+  """What the optimizer gets: the float itself for 'constant' without warmup (the optimizer
+  state keeps its earlier layout), else the schedule."""
+  learning_rate, name, warmup, _, _ = _schedule_settings(opt_config)
+  if name == "constant" and warmup == 0:
+    return learning_rate
+  return learning_rate_schedule(opt_config)
+
+
+def learning_rate_at(opt_config, opt_state) -> float:
+  """The learning rate of the last update applied to `opt_state` (the state build_optimizer's
+  chain made), times the plateau scale when config.optimizer.reduce_on_plateau is on: what the
+  trainer logs as 'learning_rate'. The update count is read from the first
+  optax.ScaleByScheduleState in the state (the optimizer's, unless a custom gradient transform
+  before it holds one: every such count advances once per applied update), so steps skipped by
+  the non-finite guard, which leave the state unchanged, do not advance the schedule here
+  either. Reads device scalars: call it at logging steps, not every step."""
+  rate = _optimizer_learning_rate(opt_config)
+  wanted = (optax.ScaleByScheduleState, PlateauState)
+  nodes = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, wanted))
+           if isinstance(x, wanted)]
+  if callable(rate):
+    counts = [n.count for n in nodes if isinstance(n, optax.ScaleByScheduleState)]
+    if not counts:
+      raise ValueError("learning_rate_at: no optax.ScaleByScheduleState in the optimizer state "
+                       "(was it built from another config.optimizer?)")
+    count = int(jax.device_get(counts[0]))
+    rate = float(rate(max(count - 1, 0)))
+  if opt_config.get("reduce_on_plateau", False):
+    scales = [n.scale for n in nodes if isinstance(n, PlateauState)]
+    if scales:
+      rate *= float(jax.device_get(scales[0]))
+  return float(rate)
+
+
 def build_optimizer(opt_config, task_transforms: Optional[OptimizerTransforms] = None,
                     frozen_subtrees: Sequence[str] = ()) -> optax.GradientTransformation:
   """Returns the optax chain for `config.optimizer` (ValueError naming a bad key):
 
     config gradient_transforms -> task gradient transforms -> clip_by_global_norm (optional)
-    -> adam/adamw/sgd(learning_rate) -> scale_by_plateau (optional)
+    -> adam/adamw/sgd(learning_rate or its schedule) -> scale_by_plateau (optional)
     -> config weight_transforms -> task weight transforms,
 
   wrapped in `freeze(chain, opt_config.trainable, frozen_subtrees)` when that regex is set or
@@ -170,15 +290,14 @@ def build_optimizer(opt_config, task_transforms: Optional[OptimizerTransforms] =
   if opt_config.name not in _OPTIMIZERS:
     raise ValueError(f"config.optimizer.name={opt_config.name!r}; expected one of "
                      f"{sorted(_OPTIMIZERS)}")
-  if opt_config.learning_rate <= 0:
-    raise ValueError(f"config.optimizer.learning_rate must be > 0, got {opt_config.learning_rate}")
+  learning_rate = _optimizer_learning_rate(opt_config)  # checks the schedule keys
   parts = [transform_from_spec(spec, f"config.optimizer.gradient_transforms[{i}]")
            for i, spec in enumerate(opt_config.get("gradient_transforms", ()) or ())]
   task_transforms = task_transforms or OptimizerTransforms()
   parts.extend(task_transforms.gradient)
   if opt_config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
-  parts.append(_OPTIMIZERS[opt_config.name](opt_config.learning_rate))
+  parts.append(_OPTIMIZERS[opt_config.name](learning_rate))
   if opt_config.reduce_on_plateau:
     parts.append(scale_by_plateau())
   parts.extend(transform_from_spec(spec, f"config.optimizer.weight_transforms[{i}]")

@@ -33,6 +33,14 @@ SAFE_TO_CHANGE = (
 )
 
 
+# Keys added by a later release, with the value that behaves as before: a snapshot written
+# before they existed matches a config holding exactly that value (so such runs still resume).
+ADDED_KEY_DEFAULTS = {
+    "optimizer.schedule": "constant", "optimizer.warmup_steps": 0, "optimizer.decay_steps": 0,
+    "optimizer.end_learning_rate_factor": 0.0,
+}
+
+
 class ConfigChangedError(ValueError):
   """A resume whose config differs from the run's snapshot in a key that is not safe."""
 
@@ -96,8 +104,12 @@ def read(workdir: str) -> ml_collections.ConfigDict:
 
 
 def differences(old, new) -> List[Tuple[str, Any, Any]]:
-  """(key, old value, new value) for every key whose value differs (missing = None)."""
+  """(key, old value, new value) for every key whose value differs (missing = None; a key of
+  ADDED_KEY_DEFAULTS missing from `old` counts as its default)."""
   old_flat, new_flat = flat(old), flat(new)
+  for key, default in ADDED_KEY_DEFAULTS.items():
+    if key not in old_flat and key in new_flat:
+      old_flat[key] = default
   return [(key, old_flat.get(key), new_flat.get(key))
           for key in sorted(set(old_flat) | set(new_flat))
           if old_flat.get(key) != new_flat.get(key)]

@@ -35,7 +35,7 @@ from mmjax.train.evaluate import (
   metric_value,
 )
 from mmjax.train.metric_writer import MetricWriter
-from mmjax.train.optimizer import build_optimizer
+from mmjax.train.optimizer import build_optimizer, learning_rate_at
 from mmjax.train.preemption import (
   PREEMPTED_EXIT_CODE,
   EvaluationPreempted,
@@ -238,7 +238,7 @@ class _Loop:
       if step % config.log_every_steps == 0 or is_last:
         guard.check()
         self._log_train(step, step_metrics, window, guard.take_skipped(), window_steps,
-                        time.time() - window_start)
+                        time.time() - window_start, state.opt_state)
         window, window_start, window_steps = [], time.time(), 0
       eval_due = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or is_last
       stop = evaluated = False
@@ -284,7 +284,8 @@ class _Loop:
     self.checkpointer.wait()
     raise Preempted(step, self.checkpointer.directory)
 
-  def _log_train(self, step, step_metrics, window, skipped, window_steps, elapsed) -> None:
+  def _log_train(self, step, step_metrics, window, skipped, window_steps, elapsed,
+                 opt_state) -> None:
     summary = {k: float(v) for k, v in step_metrics.items() if k != "nonfinite"}
     losses = jnp.stack(window)
     finite = jnp.isfinite(losses)
@@ -293,6 +294,7 @@ class _Loop:
     summary["skipped_steps"] = skipped
     summary.update(self.bad_records.take_window())
     summary["examples_per_sec"] = window_steps * self.config.batch_size / max(elapsed, 1e-9)
+    summary["learning_rate"] = learning_rate_at(self.config.optimizer, opt_state)
     log.info("step %d/%d | loss %.4f | %.1f examples/s | ETA %s", step, self.config.total_steps,
              summary["loss"], summary["examples_per_sec"],
              _format_eta((self.config.total_steps - step) * elapsed / max(window_steps, 1)))

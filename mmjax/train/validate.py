@@ -37,16 +37,27 @@ RULES: List[Tuple[str, Check]] = [
     ("optimizer.plateau_patience", INT_AT_LEAST_0),
     ("optimizer.plateau_factor", FACTOR),
     ("optimizer.plateau_threshold", NON_NEGATIVE),
+    ("optimizer.warmup_steps", INT_AT_LEAST_0),
+    ("optimizer.decay_steps", INT_AT_LEAST_0),
+    ("optimizer.end_learning_rate_factor", FRACTION),
     ("*dropout_rate", PROBABILITY),
     ("data.num_threads", INT_AT_LEAST_1),
     ("data.prefetch_batches", INT_AT_LEAST_0),
     ("data.eval_max_examples", INT_AT_LEAST_0),
     ("data.synthetic.seed", INT_AT_LEAST_0),
     ("data.max_bad_fraction", FRACTION),
+    ("data.holdout_fraction", PROBABILITY),
+    ("data.holdout_seed", INT_AT_LEAST_0),
+    ("data.avdigits.seed", INT_AT_LEAST_0),
+    ("data.avdigits.imbalance", PROBABILITY),
     ("data.*", INT_AT_LEAST_1),  # sizes and counts: max_frames, num_classes, image_size, ...
     ("correlation.negative_weight", POSITIVE),
     ("model.num_prompts", INT_AT_LEAST_0),
     ("model.prompt_depth", INT_AT_LEAST_0),
+    ("model.modality_dropout", PROBABILITY),
+    ("loss.focal_gamma", NON_NEGATIVE),
+    ("loss.focal_alpha", NON_NEGATIVE),
+    ("loss.head_weights.*", NON_NEGATIVE),
     ("model.*", INT_AT_LEAST_1),  # widths, depths, heads, clusters
 ]
 
