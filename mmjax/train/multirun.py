@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from mmjax import parallel
-from mmjax.data import modality_arrays
+from mmjax.data import cache, modality_arrays
 from mmjax.tasks import EvalSplit
 from mmjax.train.checkpoint import CheckpointReader
 from mmjax.train.steps import make_eval_step
@@ -240,10 +240,7 @@ def _added_in_round(config, workdir: str, pool_size: int, pseudo: Dict[int, int]
   available = np.ones(pool_size, bool)
   available[list(pseudo)] = False
   added = pseudo_label(probs, available, top_k)
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump({str(k): v for k, v in added.items()}, f)
-  os.replace(tmp, path)
+  write_json(path, {str(k): v for k, v in added.items()})
   return added
 
 
@@ -392,11 +389,8 @@ def _init_entry(source: str):
 
 
 def write_json(path: str, value) -> None:
-  """Writes `value` as indented JSON through a temporary file and a rename."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
+  """Writes `value` as indented JSON, atomically (mmjax.data.cache.atomic_write_text)."""
+  cache.atomic_write_text(path, json.dumps(value, indent=2))
 
 
 def plot_rounds(records: Sequence[dict], metric: str, path: str) -> None:
