@@ -10,6 +10,7 @@ Each row trains in its own workdir under --workdir; results.json and results.md 
 
 from absl import app, flags
 
+from mmjax import hostmem
 from mmjax.projects.avdigits import benchmark
 
 flags.DEFINE_string("workdir", "/tmp/avdigits", "Root of every row's workdir and the results.")
@@ -32,4 +33,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hostmem.use_huge_pages()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
   app.run(main)

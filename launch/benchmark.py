@@ -1,7 +1,9 @@
 """Benchmarks at the papers' shapes. Suites (--suite, comma-separated for several):
 
-youtube8m (default): train step, input pipeline (vs. the TF starter), metrics; needs --config.
+youtube8m (default): train step, input pipeline (vs. tuned tf.data), metrics; needs --config.
   python launch/benchmark.py --config=configs/ytb8m.py          # batch 128, 300 frames
+  python launch/benchmark.py --config=configs/ytb8m.py --compare_torch --end_to_end_window=4
+      # + stock PyTorch steps, the matmul peak and training runs (the README's tables)
   python launch/benchmark.py --config=configs/ytb8m.py:tiny --batch_size=4 --frames=8 \
       --steps=2 --metric_videos=500 --metric_classes=50 --skip_tf  # seconds
 The input pipeline reads the config's data (the synthetic set, written once to $MMJAX_CACHE,
@@ -15,13 +17,20 @@ prompt-tuning train step (clips/s). Random weights and pixels, nothing read or w
       --clip_steps=1 --clip_warmup=0 --prompt_config=configs/emovclip.py:tiny --prompt_batch=2 \
       --prompt_frames=2  # seconds
 
+collectives: the collectives (kind, count, bytes per device) that XLA puts in the sharded train
+steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
+pretraining (configs/clip_pretrain.py: its tiny CLIP unless --clip_preset is given; --clip_batch)
+on a 'data' 4 x 'model' 2 mesh, compiled, not run. With fewer than 8 devices it re-runs itself
+on 8 fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8; mmjax/collectives.py).
+  python launch/benchmark.py --suite=collectives  # batch 128 x 300 frames; CLIP batch 64
+
 Prints, per suite, a table, then one JSON line with every number, the suite and the hardware
 description. --json=FILE also appends one JSON record per measurement to FILE (JSON Lines: name,
 unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarking.to_records):
   python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
       --json=/tmp/mmjax_bench/records.jsonl
 What each number times: see mmjax/benchmarking.py and the suites' modules,
-mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py.
+mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py and mmjax/collectives.py.
 """
 
 import json
@@ -29,12 +38,15 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-SUITES = ("youtube8m", "clip", "emovclip")
+from mmjax import hostmem
+
+SUITES = ("youtube8m", "clip", "emovclip", "collectives")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("suite", ["youtube8m"], "Comma-separated benchmarks, run in this order: "
                   "'youtube8m' (train step, input pipeline, metrics; needs --config), 'clip' "
-                  "(CLIP image tower), 'emovclip' (prompt-tuning train step).")
+                  "(CLIP image tower), 'emovclip' (prompt-tuning train step), 'collectives' "
+                  "(the collectives of the sharded train steps).")
 flags.DEFINE_string("json", None, "Append one JSON record per measurement to this file (JSON "
                     "Lines; parent folders are created).")
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); "
@@ -52,10 +64,19 @@ flags.DEFINE_integer("metric_batch", 1024, "Videos per metrics update.")
 flags.DEFINE_string("models", "transformer,netvlad", "Comma-separated models: a family "
                     "(transformer, netvlad, attention_rnn: late fusion) or a row of seed 001, "
                     "<family>_<fusion> (fusion early, late, cmg or cmc), e.g. netvlad_cmc.")
-flags.DEFINE_bool("skip_tf", False, "Skip the TensorFlow starter-code comparison.")
+flags.DEFINE_bool("skip_tf", False, "Skip the TensorFlow input-pipeline comparisons.")
+flags.DEFINE_bool("compare_torch", False, "--suite=youtube8m: also time a stock PyTorch eager "
+                  "float32 implementation of each model (same layer sizes, Adam) and the float32 "
+                  "matmul peak; needs torch (pip install -e .[bench]).")
+flags.DEFINE_integer("end_to_end_window", 0, "--suite=youtube8m: also train each model for 3 "
+                     "windows of this many steps on the config's data and report examples/s "
+                     "over steady windows (0: skip).")
 
-flags.DEFINE_string("clip_preset", "ViT-B/32", "--suite=clip: CLIP preset of the image tower.")
-flags.DEFINE_integer("clip_batch", 64, "--suite=clip: images per image-tower call.")
+flags.DEFINE_string("clip_preset", "ViT-B/32", "--suite=clip,collectives: CLIP preset of the "
+                    "image tower (clip) and, when given, of the contrastive train step "
+                    "(collectives; default: configs/clip_pretrain.py's tiny CLIP).")
+flags.DEFINE_integer("clip_batch", 64, "--suite=clip,collectives: images per image-tower call; "
+                     "image-text pairs per contrastive train step.")
 flags.DEFINE_integer("clip_steps", 3, "--suite=clip,emovclip: timed calls of forward, forward + "
                      "backward and the prompt-tuning step.")
 flags.DEFINE_integer("clip_warmup", 1, "--suite=clip,emovclip: untimed calls after the first, "
@@ -85,11 +106,18 @@ def run_suite(name: str):
         warmup=FLAGS.warmup, pipeline_batches=FLAGS.pipeline_batches,
         tf_records=FLAGS.tf_records, metric_videos=FLAGS.metric_videos,
         metric_classes=FLAGS.metric_classes, metric_batch=FLAGS.metric_batch,
-        models=[m.strip() for m in FLAGS.models.split(",") if m.strip()], skip_tf=FLAGS.skip_tf)
+        models=[m.strip() for m in FLAGS.models.split(",") if m.strip()], skip_tf=FLAGS.skip_tf,
+        compare_torch=FLAGS.compare_torch, end_to_end_window=FLAGS.end_to_end_window)
   if name == "clip":
     from mmjax.projects.memotion3 import benchmark
     return benchmark, benchmark.run_suite(preset=FLAGS.clip_preset, batch_size=FLAGS.clip_batch,
                                           steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup)
+  if name == "collectives":
+    from mmjax import collectives
+    return collectives, collectives.run_suite(
+        models=[m.strip() for m in FLAGS.models.split(",") if m.strip()],
+        batch_size=FLAGS.batch_size, frames=FLAGS.frames, clip_batch=FLAGS.clip_batch,
+        clip_preset=FLAGS.clip_preset if FLAGS["clip_preset"].present else None)
   from mmjax.projects.emovclip import benchmark
   return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
                                         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,
@@ -111,4 +139,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hostmem.use_huge_pages()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
   app.run(main)

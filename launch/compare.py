@@ -20,7 +20,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from mmjax import cli
+from mmjax import cli, hostmem
 from mmjax.config_files import load_sibling
 
 cli.define_flags("Root of the comparison's runs (shared by the families: one tower). "
@@ -55,4 +55,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hostmem.use_huge_pages()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
   app.run(main)

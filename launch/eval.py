@@ -11,7 +11,7 @@ Prints the metrics ('<split>/<metric>=value') and appends them to <workdir>/metr
 
 from absl import app, flags
 
-from mmjax import cli
+from mmjax import cli, hostmem
 
 cli.define_flags("The training run's workdir (required without --config).",
                  config_required=False)
@@ -32,4 +32,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hostmem.use_huge_pages()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
   app.run(main)

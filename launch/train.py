@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from mmjax import cli
+from mmjax import cli, hostmem
 
 cli.define_flags("Checkpoints, config.json, metrics.jsonl and TensorBoard events go here.")
 flags.DEFINE_bool("allow_config_change", False, "Resume even though the config changes keys "
@@ -36,4 +36,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hostmem.use_huge_pages()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
   app.run(main)

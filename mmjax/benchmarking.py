@@ -54,7 +54,7 @@ UNITS: dict[str, str | None] = {
     "examples_per_s": "examples/s", "tflops_per_s": "TFLOP/s",
     # compiled_cost
     "flops_per_step": "FLOP", "bytes_accessed_per_step": "bytes", "compiled_temp_mb": "MiB",
-    "compiled_argument_mb": "MiB",
+    "compiled_argument_mb": "MiB", "compiled_output_mb": "MiB", "compiled_alias_mb": "MiB",
     # run_phase, peak_memory
     "peak_rss_mb": "MiB", "process_peak_rss_mb": "MiB", "device_peak_mb": "MiB",
 }
@@ -95,14 +95,16 @@ def hardware_description() -> str:
   Returns:
     e.g. 'cpu (cpu) x1 | CPU: AMD EPYC, 2 cores, 23.4 GiB RAM | jax 0.10.2': the JAX platform,
     device kind and device count, the CPU model (from /proc/cpuinfo), the cores available to
-    this process, the RAM and the jax version.
+    this process, the RAM, the jax version and GLIBC_TUNABLES when set (`mmjax.hostmem`).
   """
   devices = jax.devices()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   ram = _total_ram_gib()
   ram_text = f", {ram:.1f} GiB RAM" if ram else ""
+  tunables = os.environ.get("GLIBC_TUNABLES")
+  tunables_text = f" | GLIBC_TUNABLES={tunables}" if tunables else ""
   return (f"{devices[0].platform} ({devices[0].device_kind}) x{len(devices)} | CPU: "
-          f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}")
+          f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}{tunables_text}")
 
 
 _peak_before_reset = 0  # bytes: the largest peak RSS seen by `reset_peak_rss`
@@ -191,8 +193,9 @@ def compiled_cost(compiled) -> dict[str, float]:
 
   Returns:
     'flops_per_step' and 'bytes_accessed_per_step' (per call of `compiled`),
-    'compiled_temp_mb' and 'compiled_argument_mb' (MiB); keys the backend does not report are
-    absent.
+    'compiled_temp_mb', 'compiled_argument_mb', 'compiled_output_mb' and 'compiled_alias_mb'
+    (MiB: XLA's temporaries, arguments, outputs, and the outputs that reuse donated argument
+    buffers); keys the backend does not report are absent.
   """
   out = {}
   try:
@@ -211,6 +214,8 @@ def compiled_cost(compiled) -> dict[str, float]:
     if mem is not None:
       out["compiled_temp_mb"] = mem.temp_size_in_bytes / MB
       out["compiled_argument_mb"] = mem.argument_size_in_bytes / MB
+      out["compiled_output_mb"] = mem.output_size_in_bytes / MB
+      out["compiled_alias_mb"] = mem.alias_size_in_bytes / MB
   except Exception:  # pylint: disable=broad-except
     pass
   return out
@@ -392,6 +397,18 @@ def flops_rows(result: Mapping[str, Any]) -> list:
     return []
   return [("", "XLA FLOPs/step; achieved", f"{result['flops_per_step'] / 1e12:.3g} TFLOP; "
            f"{result['tflops_per_s']:.3g} TFLOP/s")]
+
+
+def compiled_memory_rows(result: Mapping[str, Any]) -> list:
+  """The 'XLA memory' row of a `task_train_step_benchmark` result: arguments, outputs (of which
+  aliased to donated arguments) and temporaries; none where XLA reported no memory analysis."""
+  if "compiled_temp_mb" not in result:
+    return []
+  return [("", "XLA memory: args / outputs (aliased) / temps",
+           f"{fmt(result['compiled_argument_mb'], ' MB')} / "
+           f"{fmt(result['compiled_output_mb'], ' MB')} "
+           f"({fmt(result['compiled_alias_mb'], ' MB')}) / "
+           f"{fmt(result['compiled_temp_mb'], ' MB')}")]
 
 
 def report(title: str, results: Mapping[str, Any], rows: Sequence) -> str:

@@ -57,21 +57,29 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
                            "--frames=8", "--steps=2", "--pipeline_batches=3",
                            "--metric_videos=500", "--metric_classes=50", "--metric_batch=128",
                            "--skip_tf", "--models=transformer,netvlad_cmc",
-                           f"--json={records_path}")["youtube8m"]
+                           "--end_to_end_window=1", f"--json={records_path}")["youtube8m"]
 
-  assert {"hardware", "settings", "train", "pipeline", "tf_starter", "metrics",
-          "memory"} <= set(results)
+  assert {"hardware", "settings", "train", "pipeline", "tf_data", "tf_starter", "end_to_end",
+          "metrics", "memory"} <= set(results)
   assert "jax" in results["hardware"]
-  assert results["tf_starter"] is None  # --skip_tf
+  assert results["tf_starter"] is None and results["tf_data"] is None  # --skip_tf
   assert set(results["train"]) == {"transformer", "netvlad_cmc"}
   for name, train in results["train"].items():
     assert youtube8m_benchmark.parse_model(name) == (train["model"], train["fusion"])
     assert train["batch_size"] == 4 and train["frames"] == 8
     _positive_numbers(train, ["params", "compile_s", "first_step_s", "step_s", "step_min_s",
                               "examples_per_s", "peak_rss_mb"])
-  _positive_numbers(results["pipeline"], ["records", "records_per_s", "startup_s", "mean_frames",
-                                          "num_records_in_files", "peak_rss_mb"])
-  assert results["pipeline"]["records"] == 12
+    _positive_numbers(train, ["compiled_argument_mb", "compiled_output_mb", "compiled_temp_mb"])
+  assert set(results["end_to_end"]) == {"transformer"}  # cm rows need a trained tower
+  run = results["end_to_end"]["transformer"]  # a real training run of 3 one-step windows
+  assert run["steps"] == 3 and run["window"] == 1
+  _positive_numbers(run, ["examples_per_s", "examples_per_s_with_checkpoint", "wall_s"])
+  assert set(results["pipeline"]) == {"threads_1", "threads_2"}
+  for threads, pipeline in zip((1, 2), results["pipeline"].values()):
+    _positive_numbers(pipeline, ["records", "records_per_s", "startup_s", "mean_frames",
+                                 "num_records_in_files", "peak_rss_mb", "batch_mb"])
+    assert pipeline["records"] == 12 and pipeline["num_threads"] == threads
+    assert pipeline["user_s"] >= 0 and pipeline["system_s"] >= 0
   _positive_numbers(results["metrics"], ["update_s", "compute_s", "total_s", "videos_per_s"])
   assert results["metrics"]["num_videos"] == 500 and results["metrics"]["num_classes"] == 50
   assert 0.0 <= results["metrics"]["gap"] <= 1.0
@@ -82,7 +90,8 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
   assert throughput["unit"] == "examples/s" and throughput["suite"] == "youtube8m"
   assert throughput["value"] == pytest.approx(results["train"]["transformer"]["examples_per_s"])
   assert throughput["hardware"] == results["hardware"]
-  assert records["youtube8m/pipeline/records_per_sec"]["unit"] == "records/s"
+  assert records["youtube8m/pipeline/threads_2/records_per_sec"]["unit"] == "records/s"
+  assert records["youtube8m/end_to_end/transformer/examples_per_sec"]["unit"] == "examples/s"
   assert records["youtube8m/metrics/total_sec"]["unit"] == "s"
   assert records["youtube8m/memory/process_peak_rss_mb"]["unit"] == "MiB"
 
@@ -160,10 +169,16 @@ def test_records_of_every_youtube8m_measurement():
   in CI) has a unit or is marked as a setting; sections are renamed; non-finite values are left
   out; an unknown numeric key raises."""
   tf_starter = {"records": 8, "startup_s": 0.1, "seconds": 0.2, "records_per_s": 40.0,
-                "graph_records_per_s": 80.0, "tf_version": "2.21.0", "tf_max_abs_diff": 0.0,
-                "tf_matches": True, "peak_rss_mb": 100.0}
+                "tf_version": "2.21.0", "tf_max_abs_diff": 0.0, "tf_matches": True,
+                "peak_rss_mb": 100.0}
+  tf_data = {"threads_1": {"records": 8, "batches": 2, "batch_size": 4, "num_threads": 1,
+                           "seconds": 0.1, "records_per_s": 80.0, "user_s": 0.1,
+                           "system_s": 0.0, "batch_mb": 1.0, "tf_version": "2.21.0"}}
+  torch = {"netvlad": {"params": 10, "step_s": 1.0, "examples_per_s": 4.0, "num_threads": 2,
+                       "user_cpu_s": 1.5, "jax_over_torch": 2.0, "jax_peak_fraction": 0.5}}
   results = {"hardware": "cpu", "settings": {"batch_size": 4}, "load_average_start": [0.5],
-             "load_average_end": [0.7], "tf_starter": tf_starter,
+             "load_average_end": [0.7], "tf_starter": tf_starter, "tf_data": tf_data,
+             "torch": torch, "matmul_peak": {"matmul_n": 64, "jax_matmul_tflops_per_s": 1.0},
              "train": {"netvlad": {"model": "netvlad", "frames": 8, "batch_size": 4,
                                    "examples_per_s": float("nan")}}}
   records = youtube8m_benchmark.records(results, "youtube8m", timestamp="t")
@@ -171,8 +186,17 @@ def test_records_of_every_youtube8m_measurement():
   assert names == {
       "youtube8m/tf_starter/records": "records", "youtube8m/tf_starter/startup_sec": "s",
       "youtube8m/tf_starter/seconds": "s", "youtube8m/tf_starter/records_per_sec": "records/s",
-      "youtube8m/tf_starter/graph_records_per_sec": "records/s",
       "youtube8m/tf_starter/tf_max_abs_diff": "1", "youtube8m/tf_starter/peak_rss_mb": "MiB",
+      "youtube8m/tf_data/threads_1/records": "records",
+      "youtube8m/tf_data/threads_1/seconds": "s",
+      "youtube8m/tf_data/threads_1/records_per_sec": "records/s",
+      "youtube8m/tf_data/threads_1/user_sec": "s", "youtube8m/tf_data/threads_1/system_sec": "s",
+      "youtube8m/tf_data/threads_1/batch_mb": "MiB",
+      "youtube8m/torch/netvlad/params": "parameters", "youtube8m/torch/netvlad/step_sec": "s",
+      "youtube8m/torch/netvlad/examples_per_sec": "examples/s",
+      "youtube8m/torch/netvlad/user_cpu_sec": "s", "youtube8m/torch/netvlad/jax_over_torch": "1",
+      "youtube8m/torch/netvlad/jax_peak_fraction": "1",
+      "youtube8m/matmul_peak/jax_matmul_tflops_per_sec": "TFLOP/s",
       "youtube8m/load_average_start": "processes", "youtube8m/load_average_end": "processes"}
   assert {r["timestamp"] for r in records} == {"t"}
   with pytest.raises(ValueError, match="tf_starter/new_s"):

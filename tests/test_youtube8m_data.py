@@ -4,6 +4,9 @@ Records are built here directly with the tfds copies of the TF protos (independe
 synthetic writer).
 """
 
+import re
+
+import jax
 import numpy as np
 import pytest
 from conftest import load_config
@@ -12,6 +15,7 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 from mmjax.data import tfrecord, youtube8m
 from mmjax.data.tfrecord import RecordError
 from mmjax.data.youtube8m import RecordSpec, dequantize, read_frame_records, read_records
+from mmjax.projects.youtube8m.model import dequantize_frames
 
 
 def frame_record(video_id=b"abcd", labels=(3, 7), rgb=None, audio=None, id_key="id",
@@ -143,7 +147,7 @@ def test_spec_from_config():
     RecordSpec(feature_names=("rgb",))
 
 
-def test_collate_pads_and_dequantizes():
+def test_collate_pads_and_keeps_frames_quantized():
   spec = RecordSpec(feature_sizes=(6, 2), num_classes=10, max_frames=4)
   rng = np.random.default_rng(0)
   examples = []
@@ -154,13 +158,30 @@ def test_collate_pads_and_dequantizes():
   batch = spec.collate(examples + [None])
   assert {k: v.shape for k, v in batch.items()} == {
       "rgb": (3, 4, 6), "audio": (3, 4, 2), "mask": (3, 4), "labels": (3, 10), "weight": (3,)}
-  assert all(v.dtype == np.float32 for v in batch.values())
+  assert {k: v.dtype for k, v in batch.items()} == {
+      "rgb": np.uint8, "audio": np.uint8, "mask": np.float32, "labels": np.float32,
+      "weight": np.float32}
   assert batch["mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]]
   assert batch["weight"].tolist() == [1, 1, 0]
   np.testing.assert_array_equal(batch["labels"][1].nonzero()[0], [4, 9])
-  np.testing.assert_array_equal(batch["rgb"][0, :3], dequantize(examples[0]["features"]["rgb"]))
+  np.testing.assert_array_equal(batch["rgb"][0, :3], examples[0]["features"]["rgb"])
   assert not batch["rgb"][0, 3:].any() and not batch["audio"][2].any()
-  np.testing.assert_array_equal(batch["audio"][1], dequantize(examples[1]["features"]["audio"][:4]))
+  np.testing.assert_array_equal(batch["audio"][1], examples[1]["features"]["audio"][:4])
+  # Inside the step the model sees the starter code's float32 values, zero at padding.
+  rgb = np.asarray(dequantize_frames(batch["rgb"], batch["mask"]))
+  assert rgb.dtype == np.float32
+  np.testing.assert_array_equal(rgb[0, :3], dequantize(examples[0]["features"]["rgb"]))
+  assert not rgb[0, 3:].any() and not rgb[2].any()
+
+
+def test_device_dequantization_is_bit_identical_to_the_starter_code():
+  q = np.arange(256, dtype=np.uint8).reshape(1, 256, 1)
+  mask = np.ones((1, 256), np.float32)
+  expected = q.astype(np.float32) * np.float32(4.0 / 255.0) + np.float32(4.0 / 512.0 - 2.0)
+  got = jax.jit(dequantize_frames)(q, mask)
+  np.testing.assert_array_equal(np.asarray(got), expected)
+  floats = np.ones((1, 2, 3), np.float32)  # video level: already float, passed through
+  assert dequantize_frames(floats, mask[:, :2]) is floats
 
 
 def test_non_canonical_frames_fall_back(tmp_path):
@@ -230,3 +251,65 @@ def test_truncated_and_corrupt_files(tmp_path):
     f.write(bytes(flipped))
   with pytest.raises(RecordError, match=r"t\.tfrecord: record 1: data crc mismatch"):
     list(read_frame_records(path))
+
+
+def _wire_variants():
+  """Serializations of frame-level records that protobuf parses, each built differently from
+  the plain layout, with the parse protobuf gives them: the wire scanner must agree or defer."""
+  base = tf_example.SequenceExample.FromString(frame_record(num_frames=4, rgb_size=6,
+                                                            audio_size=2)[0])
+  context = base.context.SerializeToString()
+  lists = base.feature_lists.SerializeToString()
+
+  def field(number, payload):
+    return bytes([number << 3 | 2]) + youtube8m._varint(len(payload)) + payload
+
+  extra = tf_example.SequenceExample()
+  extra.CopyFrom(base)
+  extra.feature_lists.feature_list["other"].feature.add().int64_list.value.append(1)
+  uneven = tf_example.SequenceExample()
+  uneven.CopyFrom(base)
+  uneven.feature_lists.feature_list["audio"].feature.pop()  # 4 rgb frames, 3 audio frames
+  split = tf_example.SequenceExample()
+  split.CopyFrom(base)
+  split.feature_lists.feature_list["rgb"].feature[2].bytes_list.value[0] = b"\x01\x02\x03"
+  split.feature_lists.feature_list["rgb"].feature[2].bytes_list.value.append(b"\x04\x05\x06")
+  return {
+      "plain": base.SerializeToString(),
+      "lists first": field(2, lists) + field(1, context),
+      "context twice (merged)": field(1, context) + field(2, lists) + field(1, context),
+      "lists twice (merged)": field(1, context) + field(2, lists) + field(2, lists),
+      "unknown field": field(1, context) + field(2, lists) + field(9, b"xyz"),
+      "extra feature list": extra.SerializeToString(),
+      "uneven lengths": uneven.SerializeToString(),
+      "frame split in two values": split.SerializeToString(),
+  }
+
+
+@pytest.mark.parametrize("name", list(_wire_variants()))
+def test_wire_scanner_agrees_with_protobuf(name):
+  data = _wire_variants()[name]
+  spec = RecordSpec(feature_sizes=(6, 2), num_classes=10, max_frames=3)
+  try:
+    expected = spec._parse_frame_protobuf(data, "f", 0)
+  except RecordError as e:
+    with pytest.raises(RecordError, match=re.escape(str(e).split(": ", 2)[-1])):
+      spec.parse_raw(data, path="f", index=0)
+    return
+  got = spec.parse_raw(data, path="f", index=0)
+  assert got["id"] == expected["id"]
+  np.testing.assert_array_equal(got["labels"], expected["labels"])
+  assert got["features"].keys() == expected["features"].keys()
+  for key, value in expected["features"].items():
+    assert got["features"][key].dtype == np.uint8
+    np.testing.assert_array_equal(got["features"][key], value)
+
+
+def test_wire_scanner_takes_the_fast_path_on_plain_records():
+  spec = RecordSpec(feature_sizes=(6, 2), num_classes=10, max_frames=3)
+  data = _wire_variants()["plain"]
+  fast = spec._parse_frame_wire(data, "f", 0)
+  assert fast is not None and fast["features"]["rgb"].shape == (3, 6)
+  assert fast["features"]["rgb"].base is not None  # a view of the record, not a copy
+  for name in ("lists twice (merged)", "unknown field", "frame split in two values"):
+    assert spec._parse_frame_wire(_wire_variants()[name], "f", 0) is None, name

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from google.protobuf import message as protobuf_message
 from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
+from tensorflow_datasets.proto import tf_feature_generated_pb2 as tf_feature
 
 from mmjax.data import tfrecord
 from mmjax.data.tfrecord import RecordError
@@ -83,18 +84,92 @@ def _frame_header(size: int) -> np.ndarray:
   return np.frombuffer(feature, np.uint8)
 
 
-def _frames_fast(feature_list, size: int, num: int) -> np.ndarray | None:
-  """The first `num` frames as uint8 [num, size] straight from the FeatureList's wire bytes.
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+  """(value, position after it) of the protobuf varint at `data[pos]`; IndexError past the
+  end."""
+  value = shift = 0
+  while True:
+    byte = data[pos]
+    pos += 1
+    value |= (byte & 0x7F) << shift
+    if byte < 0x80:
+      return value, pos
+    shift += 7
+    if shift > 63:
+      raise IndexError("varint longer than 10 bytes")
 
-  Returns None unless every frame is exactly one bytes value of `size` bytes (then the
-  serialization is `frames x (header + data)` with a fixed header, checked vectorized).
-  """
-  header = _frame_header(size)
-  buf = np.frombuffer(feature_list.SerializeToString(), np.uint8)
-  row = len(header) + size
-  if len(buf) % row or len(buf) // row < num:
+
+def _length_delimited(data: bytes, pos: int, end: int) -> tuple[int, int, int] | None:
+  """(tag, start, stop) of the length-delimited field at `data[pos]` within `end`, or None
+  unless the field has wire type 2 and fits."""
+  tag, pos = _read_varint(data, pos)
+  if tag & 7 != 2:
     return None
-  rows = buf.reshape(-1, row)[:num]
+  length, pos = _read_varint(data, pos)
+  stop = pos + length
+  return (tag, pos, stop) if stop <= end else None
+
+
+_Span = tuple[int, int]  # (start, stop) byte positions
+
+
+def _scan_sequence_example(data: bytes) -> tuple[_Span, dict[str, _Span]] | None:
+  """Locates the parts of a serialized SequenceExample without decoding it.
+
+  Wire layout (tensorflow/core/example/example.proto): SequenceExample {1: context Features,
+  2: feature_lists FeatureLists}; FeatureLists {1: repeated map entry {1: key, 2: FeatureList}}.
+
+  Returns:
+    ((start, stop) of the context's bytes, {feature list name: (start, stop) of its FeatureList
+    bytes}), or None for anything but the plain layout (an unknown or repeated field, a repeated
+    key, a map entry out of order): the caller then parses the record with protobuf, which
+    applies the merge rules and names what is wrong.
+  """
+  try:
+    context = lists = None
+    pos, end = 0, len(data)
+    while pos < end:
+      field = _length_delimited(data, pos, end)
+      if field is None:
+        return None
+      tag, start, pos = field
+      if tag == 0x0A and context is None:
+        context = (start, pos)
+      elif tag == 0x12 and lists is None:
+        lists = (start, pos)
+      else:
+        return None
+    found = {}
+    if lists is not None:
+      pos, end = lists
+      while pos < end:
+        entry = _length_delimited(data, pos, end)
+        if entry is None or entry[0] != 0x0A:
+          return None
+        _, pos, entry_end = entry
+        key = _length_delimited(data, pos, entry_end)
+        value = key and _length_delimited(data, key[2], entry_end)
+        if not value or key[0] != 0x0A or value[0] != 0x12 or value[2] != entry_end:
+          return None
+        name = data[key[1]:key[2]].decode("utf-8")
+        if name in found:
+          return None
+        found[name] = value[1:]
+        pos = entry_end
+    return (context or (0, 0)), found
+  except (IndexError, UnicodeDecodeError):
+    return None
+
+
+def _canonical_frames(data: bytes, start: int, stop: int, size: int) -> np.ndarray | None:
+  """uint8 [frames, size]: a view of the frames of the FeatureList at `data[start:stop]` when
+  every frame is exactly one bytes value of `size` bytes (then the bytes are `frames x (header +
+  data)` with one fixed header, checked vectorized for every frame), else None."""
+  header = _frame_header(size)
+  row = len(header) + size
+  if (stop - start) % row:
+    return None
+  rows = np.frombuffer(data, np.uint8, count=stop - start, offset=start).reshape(-1, row)
   if not (rows[:, :len(header)] == header).all():
     return None
   return rows[:, len(header):]
@@ -112,7 +187,7 @@ def _parse_message(message_class, data: bytes, path: str, index: int):
   return message
 
 
-_DEQUANT_TABLE = dequantize(np.arange(256, dtype=np.uint8))  # float32 [256]
+DEQUANTIZATION_TABLE = dequantize(np.arange(256, dtype=np.uint8))  # float32 [256]: q -> value
 _LEVELS = ("frame", "video")
 
 
@@ -260,6 +335,36 @@ class RecordSpec:
     return video_id, labels
 
   def _parse_frame(self, data, path, index) -> dict:
+    parsed = self._parse_frame_wire(data, path, index)
+    return parsed if parsed is not None else self._parse_frame_protobuf(data, path, index)
+
+  def _parse_frame_wire(self, data, path, index) -> dict | None:
+    """The fast path of `parse_raw` at frame level: the frames are views of `data` located by
+    `_scan_sequence_example` and checked by `_canonical_frames`; only the small context is
+    decoded by protobuf. None when the record is not in the plain layout (or is bad): then
+    `_parse_frame_protobuf` decides, with its error messages."""
+    scan = _scan_sequence_example(data)
+    if scan is None:
+      return None
+    (context_start, context_stop), lists = scan
+    frames = []
+    for name, size in zip(self.feature_names, self.feature_sizes):
+      q = _canonical_frames(data, *lists[name], size) if name in lists else None
+      if q is None:
+        return None
+      frames.append(q)
+    num = min(min(len(q) for q in frames), self.max_frames)
+    if num == 0:
+      return None
+    try:
+      context = tf_feature.Features.FromString(data[context_start:context_stop])
+    except protobuf_message.DecodeError:
+      return None
+    video_id, labels = self._id_and_labels(context.feature, path, index, "context", "")
+    return {"id": video_id, "labels": labels,
+            "features": {name: q[:num] for name, q in zip(self.output_names, frames)}}
+
+  def _parse_frame_protobuf(self, data, path, index) -> dict:
     seq = _parse_message(tf_example.SequenceExample, data, path, index)
     lists = seq.feature_lists.feature_list
     hint = ""
@@ -277,16 +382,13 @@ class RecordSpec:
       raise RecordError(path, index, f"no frames in feature lists {self.feature_names} "
                         f"(lengths {[len(f) for f in frames]})")
     features = {}
-    for name, out_name, size in zip(self.feature_names, self.output_names, self.feature_sizes):
-      q = _frames_fast(lists[name], size, num)
-      if q is None:  # not the canonical one-bytes-value-per-frame layout: check frame by frame
-        fl = lists[name].feature
-        values = [f.bytes_list.value for f in fl[:num]]
-        joined = b"".join([v[0] for v in values if len(v) == 1])
-        if len(joined) != num * size:
-          self._frame_error(path, index, name, size, fl, values)
-        q = np.frombuffer(joined, np.uint8).reshape(num, size)
-      features[out_name] = q
+    for name, out_name, size, fl in zip(self.feature_names, self.output_names,
+                                        self.feature_sizes, frames):
+      values = [f.bytes_list.value for f in fl[:num]]
+      joined = b"".join([v[0] for v in values if len(v) == 1])
+      if len(joined) != num * size:
+        self._frame_error(path, index, name, size, fl, values)
+      features[out_name] = np.frombuffer(joined, np.uint8).reshape(num, size)
     return {"id": video_id, "labels": labels, "features": features}
 
   @staticmethod
@@ -327,21 +429,26 @@ class RecordSpec:
   def collate(self, examples: Sequence[dict | None]) -> dict[str, np.ndarray]:
     """Stacks parsed examples (from `parse_raw`) into a padded batch.
 
-    uint8 features are dequantized (`dequantize`, bit-identical) straight into the batch.
+    Frame-level features stay quantized: the batch carries the records' uint8 bytes (a quarter
+    of float32's size) and the model dequantizes them inside the compiled step
+    (`mmjax.projects.youtube8m.model.dequantize_frames`, the same float32 values as
+    `dequantize`). Video-level features are float32 already.
 
     Args:
       examples: B examples from `parse_raw`; None marks a padding example (weight 0).
 
     Returns:
       A dict of numpy arrays, T = `num_frames` (max_frames; 1 at video level):
-        name (each of `output_names`): float32 [B, T, dim], zero after the real frames;
+        name (each of `output_names`): uint8 [B, T, dim] at frame level, float32 [B, 1, dim] at
+          video level; zero after the real frames;
         'mask': float32 [B, T], 1 for real frames;
         'labels': float32 [B, num_classes], multi-hot;
         'weight': float32 [B], 1 for real examples, 0 for padding.
     """
     size = len(examples)
     num_frames = self.num_frames
-    batch = {name: np.zeros((size, num_frames, dim), np.float32)
+    dtype = np.uint8 if self.level == "frame" else np.float32
+    batch = {name: np.zeros((size, num_frames, dim), dtype)
              for name, dim in zip(self.output_names, self.feature_sizes)}
     mask = np.zeros((size, num_frames), np.float32)
     labels = np.zeros((size, self.num_classes), np.float32)
@@ -353,10 +460,7 @@ class RecordSpec:
       for x in ex["features"].values():
         num = min(num, x.shape[0])
       for name, x in ex["features"].items():
-        if x.dtype == np.uint8:  # table lookup: same float32 values as `dequantize`
-          np.take(_DEQUANT_TABLE, x[:num], out=batch[name][i, :num])
-        else:
-          batch[name][i, :num] = x[:num]
+        batch[name][i, :num] = x[:num]
       mask[i, :num] = 1.0
       labels[i, ex["labels"]] = 1.0
       weight[i] = 1.0

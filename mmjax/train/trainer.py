@@ -11,6 +11,7 @@ The trainer reaches a task only through mmjax.tasks.Task (required members and o
 where each hook is called: docs/architecture.md.
 """
 
+import collections
 import logging
 import math
 import os
@@ -227,9 +228,16 @@ class _Loop:
         return metrics
     if first_step < total:
       log.info("training steps %d..%d, global batch %d", first_step + 1, total, config.batch_size)
+    in_flight = collections.deque()  # losses of the dispatched steps not yet known finished
     for step in range(first_step + 1, total + 1):
       state, step_metrics = self.train_step(state, parallel.global_batch(next(train_iter),
                                                                          self.mesh))
+      # Dispatch is asynchronous: the next batch is read and transferred while this step runs.
+      # Waiting for the previous step bounds the device batches alive to two (the running
+      # step's and the next one's), however fast the input pipeline is.
+      in_flight.append(step_metrics["loss"])
+      if len(in_flight) > 1:
+        jax.block_until_ready(in_flight.popleft())
       window.append(step_metrics["loss"])
       guard.add(step, step_metrics["nonfinite"])
       window_steps += 1

@@ -10,23 +10,28 @@ into the results dict that `report` prints as a table and `records` turns into J
   time (`lower` + `compile`), then steady-state seconds per step (each step ends with
   `block_until_ready`) -> examples/s.
 * `input_pipeline_benchmark`: mmjax's grain training pipeline (`make_train_dataset`: read,
-  verify CRC, parse, dequantize, pad, batch) over TFRecord files -> records/s.
-* `tf_starter_benchmark`: the YouTube-8M starter code's way of reading the same files
-  (`tf.data.TFRecordDataset` -> `tf.io.parse_single_sequence_example` -> `tf.io.decode_raw`
-  -> cast -> dequantize), eagerly, record by record -> records/s. TensorFlow is imported
-  inside the function only; it is not a dependency of mmjax (`pip install mmjax[bench]`).
+  verify CRC, parse, pad, batch; uint8 frames, dequantized later inside the step) over
+  TFRecord files -> records/s, at 1 and 2 threads.
+* `tf_data_benchmark`: the reference a user would pick, a tuned graph-mode `tf.data` reader of
+  the starter code's kind (parallel map with AUTOTUNE, padding, batching, prefetch) over the
+  same files, at 1 and 2 threads -> records/s; the report prints ours / tf.data.
+* `tf_starter_benchmark`: for context, the starter code's eager per-record reading of the same
+  files -> records/s, and a check that TensorFlow's arrays equal ours. TensorFlow is imported
+  inside the functions only; it is not a dependency of mmjax (`pip install mmjax[bench]`).
 * `metrics_benchmark`: `Youtube8mMetrics.update` over batches of random scores, then
   `compute()`, e.g. at 128k videos x 3862 classes.
 * per benchmark, the process peak RSS (`mmjax.benchmarking.run_phase`), and for the run the
   process peak and, on GPU/TPU, the devices' peak bytes in use.
 
-Notes on the input pipeline: on 2 cores it is bound by building the float32 batch (padding and
-dequantizing ~177 MB per batch of 128 videos x 300 frames); a graph-mode `tf.data` parse
-without padding or batching (`graph_records_per_s`) is faster.
+Notes on the input pipeline: see "Input pipeline: what was measured" in mmjax/projects/youtube8m/
+README.md.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -37,6 +42,7 @@ from mmjax import benchmarking
 from mmjax import metrics as mm_metrics
 from mmjax.benchmarking import MB, fmt, log, run_phase
 from mmjax.data import pipeline, tfrecord, youtube8m
+from mmjax.projects.youtube8m.model import dequantize_frames
 
 TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
 
@@ -47,12 +53,16 @@ UNITS: dict[str, str | None] = {
     "num_records_in_files": None, "num_videos": None, "num_classes": None, "batch": None,
     "gap": None,
     "records": "records", "mean_frames": "frames", "startup_s": "s", "seconds": "s",
-    "records_per_s": "records/s", "mb_per_s": "MiB/s", "graph_records_per_s": "records/s",
+    "records_per_s": "records/s", "mb_per_s": "MiB/s", "batch_mb": "MiB", "user_s": "s",
+    "system_s": "s",
     "tf_max_abs_diff": "1",
     "update_s": "s", "compute_s": "s", "total_s": "s", "videos_per_s": "videos/s",
+    "steps": None, "window": None, "examples_per_s_with_checkpoint": "examples/s",
+    "wall_s": "s",
 }
 # Record-name parts of the results sections whose key is not the benchmark's name.
 SECTIONS = {"train": "train_step"}
+THREADS = (1, 2)  # the input pipelines' thread counts, ours and tf.data's
 
 
 # -------------------------------------------------------------------------------------------
@@ -94,6 +104,26 @@ def parse_model(name: str) -> tuple[str, str]:
   return name, "late"
 
 
+def model_config(config, model_name: str, *, batch_size: int, frames: int):
+  """A copy of `config` for one benchmarked model: model.name and model.fusion from
+  `model_name` (`parse_model`), data.max_frames=`frames`, batch_size=`batch_size`, no
+  init_from except, for the cm rows, the correlation tower frozen as in training (randomly
+  initialised: no run is loaded, so it runs forward only)."""
+  family, fusion = parse_model(model_name)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.name = family
+    config.model.fusion = fusion
+    config.init_from = ()
+    if fusion in ("cmg", "cmc"):
+      config.init_from = (ml_collections.ConfigDict(dict(
+          source="", step="latest", source_subtree="tower", target_subtree="correlation",
+          frozen=True)),)
+    config.data.max_frames = int(frames)
+    config.batch_size = int(batch_size)
+  return config
+
+
 def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int, steps: int,
                          warmup: int = 1, num_batches: int = 2) -> dict[str, Any]:
   """Times the sharded train step of one model on random batches.
@@ -120,18 +150,8 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
     'examples_per_s', 'final_loss' and, where XLA reports them, 'flops_per_step',
     'bytes_accessed_per_step', 'compiled_temp_mb', 'compiled_argument_mb', 'tflops_per_s'.
   """
-  family, fusion = parse_model(model_name)
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    config.model.name = family
-    config.model.fusion = fusion
-    config.init_from = ()
-    if fusion in ("cmg", "cmc"):
-      config.init_from = (ml_collections.ConfigDict(dict(
-          source="", step="latest", source_subtree="tower", target_subtree="correlation",
-          frozen=True)),)
-    config.data.max_frames = int(frames)
-    config.batch_size = int(batch_size)
+  config = model_config(config, model_name, batch_size=batch_size, frames=frames)
+  family, fusion = config.model.name, config.model.fusion
   spec = youtube8m.RecordSpec.from_config(config.data)
 
   def make_batch(task, size, rng):
@@ -142,6 +162,47 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
       config, make_batch, batch_size=batch_size, steps=steps, warmup=warmup,
       num_batches=num_batches)
   return {"model": family, "fusion": fusion, "frames": int(frames), **result}
+
+
+def end_to_end_benchmark(config, model_name: str, *, batch_size: int, frames: int,
+                         window: int, workdir: str) -> dict[str, Any]:
+  """examples/s of a real training run (`mmjax.train.trainer.train_and_evaluate`) over windows
+  of steady steps, to set against the isolated step (`train_step_benchmark`).
+
+  The run trains `model_name` (`model_config`) for 3 * `window` steps on config.data (the
+  synthetic default: the grain pipeline reads and parses the TFRecords as in any run), logging
+  every `window` steps and saving a checkpoint at step 2 * `window` (async, so its writing
+  overlaps window 3) and at the end; evaluation only at the end, on one batch. Window 1 holds
+  the compilation and is not used.
+
+  Returns:
+    {'model', 'steps', 'window', 'examples_per_s' (window 2: input, transfer and logging
+    overlapped with compute), 'examples_per_s_with_checkpoint' (window 3, during the
+    checkpoint's writing), 'wall_s' (the whole run)}.
+  """
+  # pylint: disable=import-outside-toplevel
+  from mmjax.train.trainer import train_and_evaluate
+  config = model_config(config, model_name, batch_size=batch_size, frames=frames)
+  with config.unlocked():
+    config.total_steps = 3 * window
+    config.log_every_steps = window
+    config.checkpoint_every_steps = 2 * window
+    config.eval_every_steps = 0
+    config.eval_batch_size = batch_size
+    config.data.eval_max_examples = batch_size
+    config.optimizer.reduce_on_plateau = False
+    config.best_metric = ""
+  start = time.perf_counter()
+  train_and_evaluate(config, workdir)
+  wall_s = time.perf_counter() - start
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  speeds = [row["examples_per_sec"] for row in rows if row.get("split") == "train"]
+  if len(speeds) != 3:
+    raise RuntimeError(f"{workdir}/metrics.jsonl: expected 3 train rows, got {len(speeds)}")
+  return {"model": model_name, "steps": 3 * window, "window": window,
+          "examples_per_s": speeds[1], "examples_per_s_with_checkpoint": speeds[2],
+          "wall_s": wall_s}
 
 
 # -------------------------------------------------------------------------------------------
@@ -190,11 +251,13 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
   startup_s = time.perf_counter() - start
   frames = 0.0
   batch_bytes = sum(x.nbytes for x in batch.values())
+  cpu = CpuTimer()
   start = time.perf_counter()
   for _ in range(num_batches):
     batch = next(iterator)
     frames += float(batch["mask"].sum())
   seconds = time.perf_counter() - start
+  cpu_times = cpu.stop()
   if hasattr(iterator, "close"):
     iterator.close()
   records = num_batches * batch_size
@@ -204,7 +267,106 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
       "num_files": len(tfrecord.list_files(pattern)), "num_records_in_files": ds.num_records,
       "mean_frames": frames / records, "startup_s": startup_s, "seconds": seconds,
       "records_per_s": records / seconds, "mb_per_s": num_batches * batch_bytes / MB / seconds,
+      "batch_mb": batch_bytes / MB, **cpu_times,
   }
+
+
+class CpuTimer:
+  """CPU seconds this process spends (all threads, user and system) from creation to `stop`."""
+
+  def __init__(self):
+    self._start = os.times()
+
+  def stop(self) -> dict[str, float]:
+    """{'user_s', 'system_s'} since creation."""
+    end = os.times()
+    return {"user_s": end.user - self._start.user, "system_s": end.system - self._start.system}
+
+
+def tf_data_benchmark(pattern: str, *, batch_size: int, num_batches: int, num_threads: int,
+                      feature_sizes: tuple[int, int] = (1024, 128), id_key: str = "id",
+                      labels_key: str = "labels", num_classes: int = 3862,
+                      max_frames: int = 300) -> dict[str, Any] | None:
+  """Records/s of a tuned graph-mode `tf.data` reader of the starter code's kind.
+
+  `tf.data.TFRecordDataset(files)` (sorted, repeated) -> `map(parse, num_parallel_calls=
+  AUTOTUNE)` -> `batch(batch_size, drop_remainder=True)` -> `prefetch(AUTOTUNE)`, in a private
+  thread pool of `num_threads` threads (intra-op parallelism 1), where parse is, per record:
+  `tf.io.parse_single_sequence_example` (context id and VarLen labels; sequence features
+  FixedLenSequenceFeature([], tf.string)) -> `tf.io.decode_raw(..., tf.uint8)` -> reshape
+  [frames, dim] -> the first `max_frames` -> cast float32 -> dequantize (x * 4/255 + 4/512 - 2)
+  -> pad to `max_frames` (the starter code's `resize_axis`); a float32 mask of the real frames
+  and multi-hot float32 labels [num_classes]. The batch is fetched with `.numpy()`: float32
+  [B, max_frames, dim] per feature, the form a float32 train step consumes.
+
+  Timed: `num_batches` batches after 2 untimed ones (the pool is warm) -> records_per_s;
+  user_s / system_s: the process's CPU seconds over them.
+
+  Returns:
+    None (after printing how to install it) without TensorFlow; else {'records', 'batches',
+    'batch_size', 'num_threads', 'seconds', 'records_per_s', 'user_s', 'system_s',
+    'batch_mb', 'tf_version'}.
+  """
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    print(TF_MISSING)
+    return None
+  parse = _tf_parse(tf, feature_sizes, id_key, labels_key)
+  names = ("rgb", "audio")
+
+  def parse_and_pad(serialized):
+    out = parse(serialized)
+    num = tf.minimum(tf.shape(out["rgb"])[0], max_frames)
+    batch = {name: tf.pad(out[name][:num], [[0, max_frames - num], [0, 0]]) for name in names}
+    batch["mask"] = tf.pad(tf.ones([num], tf.float32), [[0, max_frames - num]])
+    labels = out["labels"]
+    batch["labels"] = tf.scatter_nd(labels[:, None], tf.ones_like(labels, tf.float32),
+                                    [num_classes])
+    return batch
+
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = int(num_threads)
+  options.threading.max_intra_op_parallelism = 1
+  ds = (tf.data.TFRecordDataset(tfrecord.list_files(pattern)).repeat()
+        .map(parse_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(options))
+  iterator = iter(ds)
+  for _ in range(2):
+    batch = {key: value.numpy() for key, value in next(iterator).items()}
+  cpu = CpuTimer()
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    batch = {key: value.numpy() for key, value in next(iterator).items()}
+  seconds = time.perf_counter() - start
+  records = num_batches * batch_size
+  return {"records": records, "batches": num_batches, "batch_size": batch_size,
+          "num_threads": int(num_threads), "seconds": seconds,
+          "records_per_s": records / seconds, **cpu.stop(),
+          "batch_mb": sum(x.nbytes for x in batch.values()) / MB, "tf_version": tf.__version__}
+
+
+def _tf_parse(tf, feature_sizes, id_key, labels_key):
+  """The starter code's per-record parse (graph-compatible): serialized SequenceExample ->
+  {'id', 'labels': int64 [L], 'rgb': float32 [frames, 1024], 'audio': float32 [frames, 128]},
+  dequantized (utils.Dequantize: x * 4/255 + 4/512 - 2)."""
+  names = ("rgb", "audio")
+  context_features = {id_key: tf.io.FixedLenFeature([], tf.string),
+                      labels_key: tf.io.VarLenFeature(tf.int64)}
+  sequence_features = {name: tf.io.FixedLenSequenceFeature([], dtype=tf.string)
+                       for name in names}
+
+  def parse(serialized):
+    context, features = tf.io.parse_single_sequence_example(
+        serialized, context_features=context_features, sequence_features=sequence_features)
+    out = {"id": context[id_key], "labels": context[labels_key].values}
+    for name, dim in zip(names, feature_sizes):
+      x = tf.reshape(tf.io.decode_raw(features[name], tf.uint8), [-1, dim])
+      x = tf.cast(x, tf.float32)
+      out[name] = x * (4.0 / 255.0) + (4.0 / 512.0 - 2.0)  # utils.Dequantize
+    return out
+
+  return parse
 
 
 def tf_starter_benchmark(pattern: str, *, num_records: int, check: bool = True,
@@ -224,16 +386,14 @@ def tf_starter_benchmark(pattern: str, *, num_records: int, check: bool = True,
   Timed:
     startup_s: creating the dataset and reading + converting the first record.
     then up to `num_records` further records: records_per_s (as TF schedules eager ops; no
-    batching, no padding).
-    graph_records_per_s: for context, the same parse + decode + dequantize as a
-      `dataset.map(..., num_parallel_calls=AUTOTUNE)` in graph mode over the first
-      `num_records` records (arrays fetched with `.numpy()`), i.e. a tuned tf.data reader.
+    batching, no padding). For context only: the tuned reference is `tf_data_benchmark`.
   The correctness check (below) runs after the timing and is not timed.
 
   Args:
     pattern: TFRecord file pattern (files read in sorted order, like mmjax).
     num_records: records to time (fewer if the files hold fewer).
-    check: also compare the first record with `mmjax.data.youtube8m.read_frame_records`.
+    check: also compare the first record (its first `max_frames` frames) with what mmjax's
+      train step sees: `RecordSpec.parse_raw` -> `collate` -> `dequantize_frames`.
     feature_sizes: (rgb, audio) dimensions.
     id_key: context key of the video id.
     labels_key: context key of the labels.
@@ -241,8 +401,7 @@ def tf_starter_benchmark(pattern: str, *, num_records: int, check: bool = True,
 
   Returns:
     None (after printing how to install it) when TensorFlow is not importable; else
-    {'records', 'startup_s', 'seconds', 'records_per_s', 'graph_records_per_s',
-    'tf_version'} and, with `check`,
+    {'records', 'startup_s', 'seconds', 'records_per_s', 'tf_version'} and, with `check`,
     'tf_matches' (same id, labels and float32 features, to 1e-6) and 'tf_max_abs_diff'.
   """
   try:
@@ -252,20 +411,7 @@ def tf_starter_benchmark(pattern: str, *, num_records: int, check: bool = True,
     return None
   files = tfrecord.list_files(pattern)
   names = ("rgb", "audio")
-  context_features = {id_key: tf.io.FixedLenFeature([], tf.string),
-                      labels_key: tf.io.VarLenFeature(tf.int64)}
-  sequence_features = {name: tf.io.FixedLenSequenceFeature([], dtype=tf.string)
-                       for name in names}
-
-  def parse(serialized):
-    context, features = tf.io.parse_single_sequence_example(
-        serialized, context_features=context_features, sequence_features=sequence_features)
-    out = {"id": context[id_key], "labels": context[labels_key].values}
-    for name, dim in zip(names, feature_sizes):
-      x = tf.reshape(tf.io.decode_raw(features[name], tf.uint8), [-1, dim])
-      x = tf.cast(x, tf.float32)
-      out[name] = x * (4.0 / 255.0) + (4.0 / 512.0 - 2.0)  # utils.Dequantize
-    return out
+  parse = _tf_parse(tf, feature_sizes, id_key, labels_key)
 
   def convert(serialized):
     return {key: value.numpy() for key, value in parse(serialized).items()}
@@ -287,23 +433,21 @@ def tf_starter_benchmark(pattern: str, *, num_records: int, check: bool = True,
             "records_per_s": count / seconds if seconds > 0 else 0.0,
             "tf_version": tf.__version__}
 
-  graph = tf.data.TFRecordDataset(files).take(max(1, num_records)).map(
-      parse, num_parallel_calls=tf.data.AUTOTUNE)
-  graph_count = 0
-  start = time.perf_counter()
-  for example in graph:
-    for name in names:
-      example[name].numpy()
-    graph_count += 1
-  graph_seconds = time.perf_counter() - start
-  result["graph_records_per_s"] = graph_count / graph_seconds if graph_seconds > 0 else 0.0
   if check:
-    ours = next(youtube8m.read_frame_records(
-        files[0], id_key=id_key, labels_key=labels_key, feature_names=names,
-        feature_sizes=feature_sizes, num_classes=2**31 - 1, max_frames=max_frames))
-    same_shape = all(ours[n].shape == first[n].shape for n in names)
-    diff = max(float(np.max(np.abs(ours[n] - first[n]))) for n in names) if same_shape else \
-        float("inf")
+    spec = youtube8m.RecordSpec(id_key=id_key, labels_key=labels_key, feature_names=names,
+                                feature_sizes=feature_sizes, num_classes=2**31 - 1,
+                                max_frames=max_frames)
+    path = files[0]
+    raw = spec.parse_raw(tfrecord.read_record(path, tfrecord.index_tfrecord(path), 0), path=path,
+                         index=0)
+    batch = spec.collate([raw])  # what the train step receives, dequantized as it does
+    num = int(batch["mask"][0].sum())
+    ours = {n: np.asarray(dequantize_frames(batch[n], batch["mask"]))[0, :num] for n in names}
+    theirs = {n: first[n][:max_frames] for n in names}
+    same_shape = all(ours[n].shape == theirs[n].shape for n in names)
+    diff = max(float(np.max(np.abs(ours[n] - theirs[n]))) for n in names) \
+        if same_shape else float("inf")
+    ours.update(id=raw["id"], labels=raw["labels"])
     result["tf_max_abs_diff"] = diff
     result["tf_matches"] = bool(
         same_shape and diff <= 1e-6 and ours["id"] == first["id"].decode("utf-8", "replace")
@@ -371,15 +515,19 @@ def metrics_benchmark(num_videos: int, num_classes: int, batch: int, *, top_k: i
 
 def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
               pipeline_batches: int, tf_records: int, metric_videos: int, metric_classes: int,
-              metric_batch: int, models: Sequence[str], skip_tf: bool) -> dict[str, Any]:
-  """Every benchmark in turn (metrics, input pipeline, train steps, then TensorFlow last).
-  Progress goes to stderr.
+              metric_batch: int, models: Sequence[str], skip_tf: bool,
+              compare_torch: bool = False, end_to_end_window: int = 0) -> dict[str, Any]:
+  """Every benchmark in turn (metrics, input pipeline, train steps, end-to-end runs, torch,
+  then TensorFlow last). Progress goes to stderr.
 
   Returns:
     The results dict that `report` formats: 'hardware', 'load_average_start', 'settings',
-    'metrics', 'pipeline' (and 'pipeline_1_thread' when data.num_threads != 1), 'train'
-    ({model: result}), 'tf_starter' (None with `skip_tf` or without TensorFlow), 'memory',
-    'load_average_end'.
+    'metrics', 'pipeline' ({'threads_1': result, 'threads_2': result}), 'train' ({model:
+    result}), 'end_to_end' ({model: result}, with `end_to_end_window` > 0, except the cm
+    rows, whose training needs a trained correlation tower), 'torch' ({model:
+    torch result and `torch_reference.comparison`}) and 'matmul_peak' (with `compare_torch`),
+    'tf_data' (like 'pipeline') and 'tf_starter' (each None with `skip_tf` or without
+    TensorFlow), 'memory', 'load_average_end'.
   """
   config = config.copy_and_resolve_references()
   with config.unlocked():
@@ -395,28 +543,59 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
 
   log(f"metrics: {metric_videos} x {metric_classes}")
   results["metrics"] = run_phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
-  log(f"input pipeline: {pipeline_batches} batches of {batch_size}")
-  results["pipeline"] = run_phase(input_pipeline_benchmark, config, pattern,
-                                  batch_size=batch_size, num_batches=pipeline_batches)
-  if int(config.data.num_threads) != 1:
-    log("input pipeline: the same with 1 thread")
-    results["pipeline_1_thread"] = run_phase(
+  results["pipeline"] = {}
+  for threads in THREADS:
+    log(f"input pipeline: {pipeline_batches} batches of {batch_size}, {threads} thread(s)")
+    results["pipeline"][f"threads_{threads}"] = run_phase(
         input_pipeline_benchmark, config, pattern, batch_size=batch_size,
-        num_batches=pipeline_batches, num_threads=1)
+        num_batches=pipeline_batches, num_threads=threads)
   results["train"] = {}
   for model in models:
     log(f"train step: {model}, batch {batch_size}, {frames} frames")
     results["train"][model] = run_phase(
         train_step_benchmark, config, model, batch_size=batch_size, frames=frames,
         steps=steps, warmup=warmup)
-  results["tf_starter"] = None
+  results["end_to_end"] = {}
+  for model in models if end_to_end_window > 0 else ():
+    if parse_model(model)[1] in ("cmg", "cmc"):
+      log(f"end to end: {model} skipped (a training run would load a trained correlation tower)")
+      continue
+    log(f"end to end: {model}, {3 * end_to_end_window} training steps")
+    with tempfile.TemporaryDirectory(prefix="mmjax_bench_") as workdir:
+      results["end_to_end"][model] = run_phase(
+          end_to_end_benchmark, config, model, batch_size=batch_size, frames=frames,
+          window=end_to_end_window, workdir=workdir)
+  results["torch"] = {}
+  if compare_torch:
+    # pylint: disable=import-outside-toplevel
+    from mmjax.projects.youtube8m import torch_reference
+    log("matmul peak (float32), JAX and torch")
+    results["matmul_peak"] = torch_reference.matmul_peak_benchmark()
+    for model in models:
+      log(f"torch train step: {model}, batch {batch_size}, {frames} frames")
+      torch_result = run_phase(
+          torch_reference.torch_train_step_benchmark, config, model, batch_size=batch_size,
+          frames=frames, steps=steps, warmup=warmup)
+      results["torch"][model] = {**torch_result, **torch_reference.comparison(
+          results["train"][model], torch_result, results["matmul_peak"])}
+  results["tf_data"] = results["tf_starter"] = None
   if not skip_tf:
+    tf_settings = {"feature_sizes": tuple(config.data.feature_sizes),
+                   "id_key": config.data.id_key, "labels_key": config.data.labels_key}
+    results["tf_data"] = {}
+    for threads in THREADS:
+      log(f"tuned tf.data reader: {pipeline_batches} batches of {batch_size}, {threads} "
+          "thread(s)")
+      results["tf_data"][f"threads_{threads}"] = run_phase(
+          tf_data_benchmark, pattern, batch_size=batch_size, num_batches=pipeline_batches,
+          num_threads=threads, num_classes=int(config.data.num_classes), max_frames=frames,
+          **tf_settings)
+    if None in results["tf_data"].values():
+      results["tf_data"] = None
     num = tf_records or pipeline_batches * batch_size
-    log(f"TF starter reader: {num} records")
-    results["tf_starter"] = run_phase(
-        tf_starter_benchmark, pattern, num_records=num,
-        feature_sizes=tuple(config.data.feature_sizes), id_key=config.data.id_key,
-        labels_key=config.data.labels_key, max_frames=frames)
+    log(f"TF starter reader (eager): {num} records")
+    results["tf_starter"] = run_phase(tf_starter_benchmark, pattern, num_records=num,
+                                      max_frames=frames, **tf_settings)
   return benchmarking.finish_suite(results)
 
 
@@ -429,7 +608,69 @@ def records(results: dict, suite: str, **kwargs) -> list[dict[str, Any]]:
   """One JSON record per measurement of `run_suite`'s results, named '<suite>/...', e.g.
   'youtube8m/train_step/transformer/examples_per_sec' (`mmjax.benchmarking.to_records`;
   kwargs: its `timestamp`)."""
-  return benchmarking.to_records(suite, results, UNITS, sections=SECTIONS, **kwargs)
+  # torch_reference imports this module, so it is imported here.
+  from mmjax.projects.youtube8m import torch_reference  # pylint: disable=import-outside-toplevel
+  return benchmarking.to_records(suite, results, {**UNITS, **torch_reference.UNITS},
+                                 sections=SECTIONS, **kwargs)
+
+
+def _step_comparison_rows(results: dict) -> list:
+  """Per model: the end-to-end run against the isolated step, and torch against JAX."""
+  rows = []
+  peak = results.get("matmul_peak")
+  if peak:
+    rows.append(("float32 matmul peak (this run)", f"n = {peak['matmul_n']}",
+                 f"JAX {peak['jax_matmul_tflops_per_s']:.3g} TFLOP/s, torch "
+                 f"{peak['torch_matmul_tflops_per_s']:.3g} TFLOP/s"))
+  for name, step in results["train"].items():
+    e2e, torch = results["end_to_end"].get(name), results["torch"].get(name)
+    if e2e:
+      rows += [(f"end to end: {name} ({e2e['steps']} steps)", "training run",
+                f"{fmt(e2e['examples_per_s'], ' examples/s')} = "
+                f"{e2e['examples_per_s'] / step['examples_per_s']:.0%} of the isolated step"),
+               ("", "while a checkpoint is written",
+                f"{fmt(e2e['examples_per_s_with_checkpoint'], ' examples/s')} = "
+                f"{e2e['examples_per_s_with_checkpoint'] / step['examples_per_s']:.0%}"),
+               ("", "process peak RSS in phase", fmt(e2e["peak_rss_mb"], " MB"))]
+    if torch:
+      fraction = (f"; {torch['jax_peak_fraction']:.0%} vs {torch['torch_peak_fraction']:.0%} "
+                  "of matmul peak") if "jax_peak_fraction" in torch else ""
+      rows += [(f"torch {torch['torch_version']} eager: {name}", "throughput",
+                fmt(torch["examples_per_s"], " examples/s")),
+               ("", "parameters", fmt(torch["params"])),
+               ("", "CPU user + system per step", f"{fmt(torch['user_cpu_s'], ' s')} + "
+                f"{fmt(torch['sys_cpu_s'], ' s')}"),
+               ("", "mmjax / torch", f"{torch['jax_over_torch']:.2f}x{fraction}")]
+  return rows
+
+
+def _pipeline_rows(results: dict) -> list:
+  """Ours and tuned tf.data at each thread count, with the ratio (ours / tf.data)."""
+  rows = []
+  tf_data = results.get("tf_data") or {}
+  for key, ours in results["pipeline"].items():
+    threads = f"{ours['num_threads']} thread" + ("s" if ours["num_threads"] != 1 else "")
+    rows += [(f"input, {threads}: mmjax grain", "throughput",
+              fmt(ours["records_per_s"], " records/s")),
+             ("", "records (mean real frames)",
+              f"{ours['records']} ({ours['mean_frames']:.0f})"),
+             ("", "batch (uint8 frames)", fmt(ours["batch_mb"], " MB")),
+             ("", "CPU user + system", f"{fmt(ours['user_s'], ' s')} + "
+              f"{fmt(ours['system_s'], ' s')}"),
+             ("", "startup (index + 1st batch)", fmt(ours["startup_s"], " s")),
+             ("", "process peak RSS in phase", fmt(ours["peak_rss_mb"], " MB"))]
+    reference = tf_data.get(key)
+    if reference is None:
+      rows.append((f"input, {threads}: tuned tf.data", "throughput", "skipped"))
+      continue
+    rows += [(f"input, {threads}: tuned tf.data (tf {reference['tf_version']})", "throughput",
+              fmt(reference["records_per_s"], " records/s")),
+             ("", "batch (float32 frames)", fmt(reference["batch_mb"], " MB")),
+             ("", "CPU user + system", f"{fmt(reference['user_s'], ' s')} + "
+              f"{fmt(reference['system_s'], ' s')}"),
+             ("", "process peak RSS in phase", fmt(reference["peak_rss_mb"], " MB")),
+             ("", "mmjax / tf.data", f"{ours['records_per_s'] / reference['records_per_s']:.2f}x")]
+  return rows
 
 
 def _rows(results: dict) -> list:
@@ -441,26 +682,15 @@ def _rows(results: dict) -> list:
                                        r["step_min_s"]),
              ("", "throughput", fmt(r["examples_per_s"], " examples/s")),
              *benchmarking.flops_rows(r),
+             *benchmarking.compiled_memory_rows(r),
              ("", "process peak RSS in phase", fmt(r["peak_rss_mb"], " MB"))]
-  for key in ("pipeline", "pipeline_1_thread"):
-    if key not in results:
-      continue
-    p = results[key]
-    threads = f"{p['num_threads']} thread" + ("s" if p["num_threads"] != 1 else "")
-    rows += [(f"input: mmjax grain ({threads})", "throughput",
-              fmt(p["records_per_s"], " records/s")),
-             ("", "records (mean real frames)", f"{p['records']} ({p['mean_frames']:.0f})"),
-             ("", "startup (index + 1st batch)", fmt(p["startup_s"], " s")),
-             ("", "process peak RSS in phase", fmt(p["peak_rss_mb"], " MB"))]
+  rows += _step_comparison_rows(results)
+  rows += _pipeline_rows(results)
   t = results["tf_starter"]
-  if t is None:
-    rows.append(("input: TF starter code", "throughput", "skipped"))
-  else:
-    rows += [(f"input: TF starter code (tf {t['tf_version']}, eager)", "throughput",
+  if t is not None:
+    rows += [(f"input: TF starter code (tf {t['tf_version']}, eager; context)", "throughput",
               fmt(t["records_per_s"], " records/s")),
              ("", "records", fmt(t["records"])),
-             ("", "graph-mode tf.data.map (context)", fmt(t["graph_records_per_s"],
-                                                          " records/s")),
              ("", "same values as mmjax", f"{t.get('tf_matches')} (max |diff| "
               f"{t.get('tf_max_abs_diff', float('nan')):.2g})"),
              ("", "process peak RSS in phase", fmt(t["peak_rss_mb"], " MB"))]

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax import losses, metrics
+from mmjax.projects.youtube8m.model import dequantize_frames
 from mmjax.projects.youtube8m.task import Youtube8mTask
 from mmjax.projects.youtube8m.tower import CorrelationTower
 from mmjax.tasks import DEFAULT_SPLIT, EvalSplit, register
@@ -35,8 +36,9 @@ class _PairModel(nn.Module):
   tower: CorrelationTower
 
   def __call__(self, batch, *, train: bool = False):
-    return self.tower(batch["rgb"], batch["audio"], batch["rgb_mask"], batch["audio_mask"],
-                      train=train)
+    rgb = dequantize_frames(batch["rgb"], batch["rgb_mask"])
+    audio = dequantize_frames(batch["audio"], batch["audio_mask"])
+    return self.tower(rgb, audio, batch["rgb_mask"], batch["audio_mask"], train=train)
 
 
 class NoNegativeError(ValueError):

@@ -20,8 +20,9 @@ from mmjax.tasks.data_task import DataModuleTask
 class Youtube8mTask(DataModuleTask):
   """Multi-label video categorization (mmjax.tasks.Task).
 
-  Batch: rgb [B, T, 1024] and audio [B, T, 128] float32 (dequantized), mask [B, T], labels
-  [B, C] multi-hot, weight [B]. Model output: logits [B, C]; predictions sigmoid [B, C].
+  Batch: rgb [B, T, 1024] and audio [B, T, 128] (uint8 at frame level, dequantized inside the
+  model by `dequantize_frames`; float32 at video level), mask [B, T], labels [B, C] multi-hot,
+  weight [B]. Model output: logits [B, C]; predictions sigmoid [B, C].
   """
 
   evaluator_keys = ("labels", "weight")
@@ -61,7 +62,8 @@ class Youtube8mTask(DataModuleTask):
 
   def example_batch(self, batch_size: int):
     sizes = dict(zip(self.feature_names, self.config.data.feature_sizes))
-    batch = {name: np.zeros((batch_size, self.num_frames, size), np.float32)
+    dtype = np.uint8 if self.config.data.level == "frame" else np.float32
+    batch = {name: np.zeros((batch_size, self.num_frames, size), dtype)
              for name, size in sizes.items()}
     batch["mask"] = np.ones((batch_size, self.num_frames), np.float32)
     batch["labels"] = np.zeros((batch_size, self.config.data.num_classes), np.float32)
