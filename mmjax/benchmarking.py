@@ -95,16 +95,14 @@ def hardware_description() -> str:
   Returns:
     e.g. 'cpu (cpu) x1 | CPU: AMD EPYC, 2 cores, 23.4 GiB RAM | jax 0.10.2': the JAX platform,
     device kind and device count, the CPU model (from /proc/cpuinfo), the cores available to
-    this process, the RAM, the jax version and GLIBC_TUNABLES when set (`mmjax.hostmem`).
+    this process, the RAM and the jax version.
   """
   devices = jax.devices()
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   ram = _total_ram_gib()
   ram_text = f", {ram:.1f} GiB RAM" if ram else ""
-  tunables = os.environ.get("GLIBC_TUNABLES")
-  tunables_text = f" | GLIBC_TUNABLES={tunables}" if tunables else ""
   return (f"{devices[0].platform} ({devices[0].device_kind}) x{len(devices)} | CPU: "
-          f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}{tunables_text}")
+          f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}")
 
 
 _peak_before_reset = 0  # bytes: the largest peak RSS seen by `reset_peak_rss`
@@ -344,9 +342,10 @@ def random_pixels(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
 
 def start_suite(settings: Mapping[str, Any]) -> dict[str, Any]:
   """The results dict a suite starts with: {'hardware', 'load_average_start', 'settings'}
-  (the hardware is logged)."""
+  (the hardware is logged); settings gets 'glibc_tunables' (GLIBC_TUNABLES, `mmjax.hostmem`;
+  '' when unset), which the report's header shows."""
   results = {"hardware": hardware_description(), "load_average_start": list(os.getloadavg()),
-             "settings": dict(settings)}
+             "settings": {**settings, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}}
   log(f"hardware: {results['hardware']}")
   return results
 
@@ -414,7 +413,9 @@ def compiled_memory_rows(result: Mapping[str, Any]) -> list:
 def report(title: str, results: Mapping[str, Any], rows: Sequence) -> str:
   """A header line (title, hardware, load average at start -> end) and the table: column
   titles, the suite's `rows`, then the whole run's memory (from `finish_suite`)."""
-  header = (f"{title} | {results['hardware']} | load average "
+  tunables = results["settings"].get("glibc_tunables")
+  tunables_text = f" | GLIBC_TUNABLES={tunables}" if tunables else ""
+  header = (f"{title} | {results['hardware']}{tunables_text} | load average "
             f"{results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
   memory = results["memory"]
   rows = [("benchmark", "measure", "value"), ("---", "---", "---"), *rows,

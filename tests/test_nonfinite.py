@@ -24,14 +24,15 @@ def _fingerprint(batch) -> int:
 
 @register("poisoned_youtube8m")
 class _PoisonedTask(Youtube8mTask):
-  """Train batches whose labels fingerprint is in config.poison get NaN rgb features."""
+  """Train batches whose labels fingerprint is in config.poison get NaN labels (the frames are
+  uint8, which cannot hold a NaN)."""
 
   def train_dataset(self, batch_size, seed, process_index, process_count):
     targets = set(self.config.poison)
 
     def poison(batch):
       if _fingerprint(batch) in targets:
-        batch = dict(batch, rgb=np.full_like(batch["rgb"], np.nan))
+        batch = dict(batch, labels=np.full_like(batch["labels"], np.nan))
       return batch
 
     dataset = super().train_dataset(batch_size, seed, process_index, process_count)
