@@ -21,7 +21,7 @@ collectives: the collectives (kind, count, bytes per device) that XLA puts in th
 steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
 pretraining (configs/clip_pretrain.py: its tiny CLIP unless --clip_preset is given; --clip_batch)
 on a 'data' 4 x 'model' 2 mesh, compiled, not run. With fewer than 8 devices it re-runs itself
-on 8 fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8; mmjax/collectives.py).
+on 8 fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8).
   python launch/benchmark.py --suite=collectives  # batch 128 x 300 frames; CLIP batch 64
 
 Prints, per suite, a table, then one JSON line with every number, the suite and the hardware
@@ -30,7 +30,8 @@ unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarkin
   python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
       --json=/tmp/mmjax_bench/records.jsonl
 What each number times: see mmjax/benchmarking.py and the suites' modules,
-mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py and mmjax/collectives.py.
+mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py and
+mmjax/projects/youtube8m/collectives_benchmark.py.
 """
 
 import json
@@ -113,8 +114,8 @@ def run_suite(name: str):
     return benchmark, benchmark.run_suite(preset=FLAGS.clip_preset, batch_size=FLAGS.clip_batch,
                                           steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup)
   if name == "collectives":
-    from mmjax import collectives
-    return collectives, collectives.run_suite(
+    from mmjax.projects.youtube8m import collectives_benchmark
+    return collectives_benchmark, collectives_benchmark.run_suite(
         models=[m.strip() for m in FLAGS.models.split(",") if m.strip()],
         batch_size=FLAGS.batch_size, frames=FLAGS.frames, clip_batch=FLAGS.clip_batch,
         clip_preset=FLAGS.clip_preset if FLAGS["clip_preset"].present else None)

@@ -57,6 +57,10 @@ UNITS: dict[str, str | None] = {
     "compiled_argument_mb": "MiB", "compiled_output_mb": "MiB", "compiled_alias_mb": "MiB",
     # run_phase, peak_memory
     "peak_rss_mb": "MiB", "process_peak_rss_mb": "MiB", "device_peak_mb": "MiB",
+    # resource_usage
+    "user_cpu_s": "s", "sys_cpu_s": "s", "minor_page_faults": "faults",
+    "major_page_faults": "faults", "voluntary_context_switches": "switches",
+    "involuntary_context_switches": "switches",
 }
 _NOT_MEASURED = ("hardware", "settings", "load_average_start", "load_average_end")
 LOAD_AVERAGE_UNIT = "processes"  # the 1-minute load average: mean runnable processes
@@ -103,6 +107,26 @@ def hardware_description() -> str:
   ram_text = f", {ram:.1f} GiB RAM" if ram else ""
   return (f"{devices[0].platform} ({devices[0].device_kind}) x{len(devices)} | CPU: "
           f"{_cpu_model()}, {cores} cores{ram_text} | jax {jax.__version__}")
+
+
+_USAGE_FIELDS = {"user_cpu_s": "ru_utime", "sys_cpu_s": "ru_stime",
+                 "minor_page_faults": "ru_minflt", "major_page_faults": "ru_majflt",
+                 "voluntary_context_switches": "ru_nvcsw",
+                 "involuntary_context_switches": "ru_nivcsw"}
+
+
+def resource_usage() -> dict[str, float]:
+  """This process's resource use so far, all threads (getrusage): 'user_cpu_s', 'sys_cpu_s',
+  'minor_page_faults', 'major_page_faults', 'voluntary_context_switches',
+  'involuntary_context_switches'."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return {key: float(getattr(usage, field)) for key, field in _USAGE_FIELDS.items()}
+
+
+def usage_since(start: Mapping[str, float], per: int = 1) -> dict[str, float]:
+  """`resource_usage()` minus `start` (an earlier `resource_usage()`), divided by `per` (e.g.
+  the steps in between)."""
+  return {key: (value - start[key]) / per for key, value in resource_usage().items()}
 
 
 _peak_before_reset = 0  # bytes: the largest peak RSS seen by `reset_peak_rss`

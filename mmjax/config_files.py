@@ -35,6 +35,18 @@ def load_sibling(config_file: str, name: str) -> types.ModuleType:
   return module
 
 
+# The configs folder of this checkout (the repository root's configs/, next to mmjax/).
+CHECKOUT_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "configs")
+
+
+def load_checkout_config(name: str, variants: str = "",
+                         folder: str = CHECKOUT_CONFIGS) -> ml_collections.ConfigDict:
+  """`<folder>/<name>.py`'s get_config(variants) (default folder: this checkout's configs/), for
+  benchmarks and protocols that build their runs from the repository's configs."""
+  return load_sibling(os.path.join(folder, f"{name}.py"), name).get_config(variants)
+
+
 def update_keys(config: ml_collections.ConfigDict, values: Dict, what: str) -> None:
   """Sets existing keys of `config` from `values`; an unknown key raises KeyError naming `what`
   and the known keys."""

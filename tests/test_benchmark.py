@@ -79,7 +79,7 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
     _positive_numbers(pipeline, ["records", "records_per_s", "startup_s", "mean_frames",
                                  "num_records_in_files", "peak_rss_mb", "batch_mb"])
     assert pipeline["records"] == 12 and pipeline["num_threads"] == threads
-    assert pipeline["user_s"] >= 0 and pipeline["system_s"] >= 0
+    assert pipeline["user_cpu_s"] >= 0 and pipeline["sys_cpu_s"] >= 0
   _positive_numbers(results["metrics"], ["update_s", "compute_s", "total_s", "videos_per_s"])
   assert results["metrics"]["num_videos"] == 500 and results["metrics"]["num_classes"] == 50
   assert 0.0 <= results["metrics"]["gap"] <= 1.0
@@ -172,8 +172,8 @@ def test_records_of_every_youtube8m_measurement():
                 "tf_version": "2.21.0", "tf_max_abs_diff": 0.0, "tf_matches": True,
                 "peak_rss_mb": 100.0}
   tf_data = {"threads_1": {"records": 8, "batches": 2, "batch_size": 4, "num_threads": 1,
-                           "seconds": 0.1, "records_per_s": 80.0, "user_s": 0.1,
-                           "system_s": 0.0, "batch_mb": 1.0, "tf_version": "2.21.0"}}
+                           "seconds": 0.1, "records_per_s": 80.0, "user_cpu_s": 0.1,
+                           "sys_cpu_s": 0.0, "batch_mb": 1.0, "tf_version": "2.21.0"}}
   torch = {"netvlad": {"params": 10, "step_s": 1.0, "examples_per_s": 4.0, "num_threads": 2,
                        "user_cpu_s": 1.5, "jax_over_torch": 2.0, "jax_peak_fraction": 0.5}}
   results = {"hardware": "cpu", "settings": {"batch_size": 4}, "load_average_start": [0.5],
@@ -190,7 +190,8 @@ def test_records_of_every_youtube8m_measurement():
       "youtube8m/tf_data/threads_1/records": "records",
       "youtube8m/tf_data/threads_1/seconds": "s",
       "youtube8m/tf_data/threads_1/records_per_sec": "records/s",
-      "youtube8m/tf_data/threads_1/user_sec": "s", "youtube8m/tf_data/threads_1/system_sec": "s",
+      "youtube8m/tf_data/threads_1/user_cpu_sec": "s",
+      "youtube8m/tf_data/threads_1/sys_cpu_sec": "s",
       "youtube8m/tf_data/threads_1/batch_mb": "MiB",
       "youtube8m/torch/netvlad/params": "parameters", "youtube8m/torch/netvlad/step_sec": "s",
       "youtube8m/torch/netvlad/examples_per_sec": "examples/s",

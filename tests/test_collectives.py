@@ -30,6 +30,7 @@ import tempfile
 import pytest
 
 from mmjax import collectives
+from mmjax.projects.youtube8m import collectives_benchmark
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 DATA, MODEL = 4, 2  # the mesh's axis sizes
@@ -121,12 +122,12 @@ def test_suite_report_and_records():
   results = {"hardware": "test", "load_average_start": [0.5, 0, 0], "load_average_end": [1, 0, 0],
              "settings": {"mesh": [["data", 4], ["model", 2]]}, "steps": {"ytb8m_nv": step},
              "memory": {"process_peak_rss_mb": 100.0, "peak_rss_mb": 100.0}}
-  text = collectives.report(results)
+  text = collectives_benchmark.report(results)
   assert "(data 4 x model 2 mesh)" in text.splitlines()[0]
   assert any(line.split()[:5] == ["collective-permute", "1", "ops,", "24", "B/device;"]
              for line in text.splitlines()), text
   records = {r["name"]: (r["unit"], r["value"])
-             for r in collectives.records(results, "collectives", timestamp="now")}
+             for r in collectives_benchmark.records(results, "collectives", timestamp="now")}
   prefix = "collectives/train_step/ytb8m_nv/"
   assert records[prefix + "all-reduce/bytes"] == ("bytes", 288)
   assert records[prefix + "all-gather/count"] == ("collectives", 1)

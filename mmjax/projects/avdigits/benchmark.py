@@ -31,7 +31,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from mmjax import benchmarking, fusion
-from mmjax.config_files import load_sibling
+from mmjax.config_files import CHECKOUT_CONFIGS, load_checkout_config
 from mmjax.metrics.classification import confusion_matrix, metrics_from_confusion
 from mmjax.projects.avdigits import model as avmodel
 from mmjax.train import multirun, snapshot
@@ -40,12 +40,12 @@ from mmjax.train.trainer import train_and_evaluate
 ROWS = ("image", "audio", "fused", "gblend_online", "gblend_offline", "mdrop", "imbalanced_ce",
         "imbalanced_focal", "pnao", "kfold", "ensembles", "self_training")
 ENSEMBLE_MODELS = ("image", "audio", "fused", "gblend_online", "gblend_offline", "mdrop")
-CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "avdigits.py")
+CONFIG_FILE = os.path.join(CHECKOUT_CONFIGS, "avdigits.py")
 
 
 def load_config(variants: str = "", config_file: str = CONFIG_FILE):
   """configs/avdigits.py with `variants` (comma-separated)."""
-  return load_sibling(os.path.abspath(config_file), "avdigits").get_config(variants)
+  return load_checkout_config("avdigits", variants, os.path.dirname(os.path.abspath(config_file)))
 
 
 def _final(metrics: Dict[str, float], split: str = "test") -> Dict[str, float]:

@@ -18,6 +18,10 @@ into the results dict that `report` prints as a table and `records` turns into J
 * `tf_starter_benchmark`: for context, the starter code's eager per-record reading of the same
   files -> records/s, and a check that TensorFlow's arrays equal ours. TensorFlow is imported
   inside the functions only; it is not a dependency of mmjax (`pip install mmjax[bench]`).
+* `end_to_end_benchmark` (--end_to_end_window): a real training run's examples/s over steady
+  windows, against the isolated step.
+* with --compare_torch, `torch_reference.torch_train_step_benchmark`: a stock PyTorch eager
+  float32 implementation of each model, next to ours, and the float32 matmul peak.
 * `metrics_benchmark`: `Youtube8mMetrics.update` over batches of random scores, then
   `compute()`, e.g. at 128k videos x 3862 classes.
 * per benchmark, the process peak RSS (`mmjax.benchmarking.run_phase`), and for the run the
@@ -53,8 +57,7 @@ UNITS: dict[str, str | None] = {
     "num_records_in_files": None, "num_videos": None, "num_classes": None, "batch": None,
     "gap": None,
     "records": "records", "mean_frames": "frames", "startup_s": "s", "seconds": "s",
-    "records_per_s": "records/s", "mb_per_s": "MiB/s", "batch_mb": "MiB", "user_s": "s",
-    "system_s": "s",
+    "records_per_s": "records/s", "mb_per_s": "MiB/s", "batch_mb": "MiB",
     "tf_max_abs_diff": "1",
     "update_s": "s", "compute_s": "s", "total_s": "s", "videos_per_s": "videos/s",
     "steps": None, "window": None, "examples_per_s_with_checkpoint": "examples/s",
@@ -233,8 +236,10 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
 
   Returns:
     {'records', 'batches', 'batch_size', 'num_threads', 'num_files', 'num_records_in_files',
-    'mean_frames', 'startup_s', 'seconds', 'records_per_s', 'mb_per_s'}; mean_frames is the mean
-    count of real frames per record and mb_per_s the float32 batch bytes produced per second.
+    'mean_frames', 'startup_s', 'seconds', 'records_per_s', 'mb_per_s', 'batch_mb'} and the
+    process's resource use over the timed batches (`mmjax.benchmarking.resource_usage`);
+    mean_frames is the mean count of real frames per record, batch_mb the bytes of one batch
+    and mb_per_s the batch bytes produced per second.
   """
   if num_batches < 1:
     raise ValueError(f"num_batches must be >= 1, got {num_batches}")
@@ -251,13 +256,13 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
   startup_s = time.perf_counter() - start
   frames = 0.0
   batch_bytes = sum(x.nbytes for x in batch.values())
-  cpu = CpuTimer()
+  usage = benchmarking.resource_usage()
   start = time.perf_counter()
   for _ in range(num_batches):
     batch = next(iterator)
     frames += float(batch["mask"].sum())
   seconds = time.perf_counter() - start
-  cpu_times = cpu.stop()
+  usage = benchmarking.usage_since(usage)
   if hasattr(iterator, "close"):
     iterator.close()
   records = num_batches * batch_size
@@ -267,20 +272,8 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
       "num_files": len(tfrecord.list_files(pattern)), "num_records_in_files": ds.num_records,
       "mean_frames": frames / records, "startup_s": startup_s, "seconds": seconds,
       "records_per_s": records / seconds, "mb_per_s": num_batches * batch_bytes / MB / seconds,
-      "batch_mb": batch_bytes / MB, **cpu_times,
+      "batch_mb": batch_bytes / MB, **usage,
   }
-
-
-class CpuTimer:
-  """CPU seconds this process spends (all threads, user and system) from creation to `stop`."""
-
-  def __init__(self):
-    self._start = os.times()
-
-  def stop(self) -> dict[str, float]:
-    """{'user_s', 'system_s'} since creation."""
-    end = os.times()
-    return {"user_s": end.user - self._start.user, "system_s": end.system - self._start.system}
 
 
 def tf_data_benchmark(pattern: str, *, batch_size: int, num_batches: int, num_threads: int,
@@ -299,12 +292,13 @@ def tf_data_benchmark(pattern: str, *, batch_size: int, num_batches: int, num_th
   and multi-hot float32 labels [num_classes]. The batch is fetched with `.numpy()`: float32
   [B, max_frames, dim] per feature, the form a float32 train step consumes.
 
-  Timed: `num_batches` batches after 2 untimed ones (the pool is warm) -> records_per_s;
-  user_s / system_s: the process's CPU seconds over them.
+  Timed: `num_batches` batches after 2 untimed ones (the pool is warm) -> records_per_s, and
+  the process's resource use over them (`mmjax.benchmarking.resource_usage`: CPU seconds, page
+  faults, context switches).
 
   Returns:
     None (after printing how to install it) without TensorFlow; else {'records', 'batches',
-    'batch_size', 'num_threads', 'seconds', 'records_per_s', 'user_s', 'system_s',
+    'batch_size', 'num_threads', 'seconds', 'records_per_s', the resource-use keys,
     'batch_mb', 'tf_version'}.
   """
   try:
@@ -334,7 +328,7 @@ def tf_data_benchmark(pattern: str, *, batch_size: int, num_batches: int, num_th
   iterator = iter(ds)
   for _ in range(2):
     batch = {key: value.numpy() for key, value in next(iterator).items()}
-  cpu = CpuTimer()
+  usage = benchmarking.resource_usage()
   start = time.perf_counter()
   for _ in range(num_batches):
     batch = {key: value.numpy() for key, value in next(iterator).items()}
@@ -342,7 +336,7 @@ def tf_data_benchmark(pattern: str, *, batch_size: int, num_batches: int, num_th
   records = num_batches * batch_size
   return {"records": records, "batches": num_batches, "batch_size": batch_size,
           "num_threads": int(num_threads), "seconds": seconds,
-          "records_per_s": records / seconds, **cpu.stop(),
+          "records_per_s": records / seconds, **benchmarking.usage_since(usage),
           "batch_mb": sum(x.nbytes for x in batch.values()) / MB, "tf_version": tf.__version__}
 
 
@@ -655,8 +649,8 @@ def _pipeline_rows(results: dict) -> list:
              ("", "records (mean real frames)",
               f"{ours['records']} ({ours['mean_frames']:.0f})"),
              ("", "batch (uint8 frames)", fmt(ours["batch_mb"], " MB")),
-             ("", "CPU user + system", f"{fmt(ours['user_s'], ' s')} + "
-              f"{fmt(ours['system_s'], ' s')}"),
+             ("", "CPU user + system", f"{fmt(ours['user_cpu_s'], ' s')} + "
+              f"{fmt(ours['sys_cpu_s'], ' s')}"),
              ("", "startup (index + 1st batch)", fmt(ours["startup_s"], " s")),
              ("", "process peak RSS in phase", fmt(ours["peak_rss_mb"], " MB"))]
     reference = tf_data.get(key)
@@ -666,8 +660,8 @@ def _pipeline_rows(results: dict) -> list:
     rows += [(f"input, {threads}: tuned tf.data (tf {reference['tf_version']})", "throughput",
               fmt(reference["records_per_s"], " records/s")),
              ("", "batch (float32 frames)", fmt(reference["batch_mb"], " MB")),
-             ("", "CPU user + system", f"{fmt(reference['user_s'], ' s')} + "
-              f"{fmt(reference['system_s'], ' s')}"),
+             ("", "CPU user + system", f"{fmt(reference['user_cpu_s'], ' s')} + "
+              f"{fmt(reference['sys_cpu_s'], ' s')}"),
              ("", "process peak RSS in phase", fmt(reference["peak_rss_mb"], " MB")),
              ("", "mmjax / tf.data", f"{ours['records_per_s'] / reference['records_per_s']:.2f}x")]
   return rows

@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import resource
 import time
 import types
 from typing import Any, Mapping
@@ -50,15 +49,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax import benchmarking
 from mmjax.data import youtube8m
 from mmjax.projects.youtube8m.benchmark import parse_model, random_batch
 
 # Units of the keys of this module's results (None: a setting), to merge into a suite's UNITS.
 UNITS: dict[str, str | None] = {
-    "torch_num_threads": None, "matmul_n": None,
-    "user_cpu_s": "s", "sys_cpu_s": "s", "minor_page_faults": "faults",
-    "major_page_faults": "faults", "voluntary_context_switches": "switches",
-    "involuntary_context_switches": "switches", "torch_flops_per_step": "FLOP",
+    "torch_num_threads": None, "matmul_n": None, "torch_flops_per_step": "FLOP",
     "jax_matmul_tflops_per_s": "TFLOP/s", "torch_matmul_tflops_per_s": "TFLOP/s",
     "jax_examples_per_s": "examples/s", "torch_examples_per_s": "examples/s",
     "jax_over_torch": "1", "jax_tflops_per_s": "TFLOP/s", "torch_tflops_per_s": "TFLOP/s",
@@ -343,16 +340,6 @@ def multilabel_bce(logits, labels, weight):
 # Timing.
 
 
-def _rusage() -> np.ndarray:
-  r = resource.getrusage(resource.RUSAGE_SELF)
-  return np.array([r.ru_utime, r.ru_stime, r.ru_minflt, r.ru_majflt, r.ru_nvcsw, r.ru_nivcsw],
-                  np.float64)
-
-
-_RUSAGE_KEYS = ("user_cpu_s", "sys_cpu_s", "minor_page_faults", "major_page_faults",
-                "voluntary_context_switches", "involuntary_context_switches")
-
-
 def torch_train_step_benchmark(config, model_name: str, *, batch_size: int, frames: int,
                                steps: int, warmup: int = 1, num_threads: int | None = None,
                                num_batches: int = 2, count_flops: bool = True) -> dict[str, Any]:
@@ -426,13 +413,13 @@ def torch_train_step_benchmark(config, model_name: str, *, batch_size: int, fram
       step(batches[k % len(batches)])
       k += 1
     times = []
-    usage = _rusage()
+    usage = benchmarking.resource_usage()
     for _ in range(steps):
       start = time.perf_counter()
       loss = step(batches[k % len(batches)])
       times.append(time.perf_counter() - start)
       k += 1
-    usage = (_rusage() - usage) / steps
+    usage = benchmarking.usage_since(usage, per=steps)
     final_loss = float(loss.detach())
   finally:
     torch.set_num_threads(previous_threads)
@@ -442,7 +429,7 @@ def torch_train_step_benchmark(config, model_name: str, *, batch_size: int, fram
       "params": int(sum(p.numel() for p in model.parameters())), "step_s": step_s,
       "step_min_s": float(np.min(times)), "examples_per_s": batch_size / step_s,
       "final_loss": final_loss, "torch_version": torch.__version__, "num_threads": threads,
-      **{key: float(value) for key, value in zip(_RUSAGE_KEYS, usage)}})
+      **usage})
   return result
 
 
