@@ -5,7 +5,8 @@ Pipeline (train)::
   global record index over all files (sorted)  -- grain.MapDataset of (file, record, offset, length)
     -> shuffle (a global permutation, reseeded every epoch) -> repeat forever
     -> this process's block of every global batch  -- disjoint per JAX process (sharded_stream)
-    -> read + verify + parse (threads) -> batch (per-process batch size)
+    -> chunks of a batch's records, each read + verified + parsed + batched by one of
+       `num_threads` threads (sharded_stream.BatchReader), in order
     -> thread prefetch of `prefetch_batches` batches
 
 Everything is a pure function of (files, seed, process index/count), so the iterator's
@@ -238,7 +239,7 @@ def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
   ds = sharded_stream.train_batches(
       index.entries, _ReadAndParse(index.files, spec, skip, counter), spec.collate, data_config,
       batch_size=batch_size, seed=seed, process_index=process_index,
-      process_count=process_count)
+      process_count=process_count, skips=skip)
   ds.skip_counter = counter
   ds.spec = spec
   ds.num_records = len(index)

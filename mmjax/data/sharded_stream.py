@@ -12,6 +12,9 @@ each JAX process reads, in which order:
 * evaluation (`eval_entries`): one pass in order, a contiguous block per process, padded with
   -1 entries so that every process yields the same number of batches.
 
+Batches are read by `BatchReader`: each of data.num_threads threads reads, parses and collates
+a whole batch's records (no per-record hand-offs between threads), batches in stream order.
+
 Everything is a pure function of (entries, seed, process index/count), so an iterator's
 `get_state()` (a few integers) restores it exactly.
 """
@@ -19,16 +22,19 @@ Everything is a pure function of (entries, seed, process index/count), so an ite
 from __future__ import annotations
 
 import atexit
+import collections
+import concurrent.futures
+import sys
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import grain
 import numpy as np
 
 __all__ = [
-    "BlockShard", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
-    "indexed_dataset", "positive_int", "prefetch", "process_info", "read_options", "shuffle_seed",
-    "train_batches", "train_stream",
+    "BatchReader", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
+    "indexed_dataset", "positive_int", "prefetch", "num_threads", "process_info", "shuffle_seed",
+    "train_batches", "train_stream", "TrainStream",
 ]
 
 
@@ -64,29 +70,53 @@ def shuffle_seed(seed: int) -> int:
   return int(np.random.SeedSequence([int(seed) % 2**64, 0x59384D]).generate_state(1)[0])
 
 
-class BlockShard(grain.MapDataset):
-  """Process p's view of a global stream cut into global batches of `block * count` entries:
-  position i maps to global position (i // block) * block * count + p * block + i % block."""
+class TrainStream(grain.MapDataset):
+  """The infinite sequence of entries that one process reads in training (see `train_stream`).
 
-  def __init__(self, parent: grain.MapDataset, *, block: int, index: int, count: int):
-    super().__init__(parent)
-    self._block, self._index, self._count = block, index, count
+  Position i of process p is global position g = (i // B * P + p) * B + i % B (B = batch_size,
+  P = process_count): process p reads the p-th block of every global batch. Global position g
+  is entry `index_shuffle(g mod N, seed + g // N)` of `entries` (N entries): epoch e = g // N
+  is a permutation seeded by `shuffle_seed(seed) + e`, the order of grain's
+  `MapDataset.source(entries).shuffle(shuffle_seed(seed)).repeat()` (tested against it), so
+  iterator positions saved by earlier versions resume the same records. `rows` computes a
+  whole range at once, without grain's per-element bookkeeping.
+  """
+
+  def __init__(self, entries: np.ndarray, *, seed: int, process_index: int, process_count: int,
+               batch_size: int):
+    super().__init__()
+    if len(entries) == 0:
+      raise ValueError("train_stream: no entries to read")
+    self._entries = entries
+    self._seed = shuffle_seed(seed)
+    self._block, self._index, self._count = batch_size, process_index, process_count
 
   def __len__(self) -> int:
-    return len(self._parent) // self._count
+    return sys.maxsize
 
   def __getitem__(self, i):
     if isinstance(i, slice):
       return self.slice(i)
-    step, offset = divmod(i, self._block)
-    return self._parent[(step * self._count + self._index) * self._block + offset]
+    return self.rows(i, 1)[0]
+
+  def rows(self, start: int, count: int) -> np.ndarray:
+    """Entries at positions start, ..., start + count - 1: [count, ...] of `entries`' dtype."""
+    step, offset = np.divmod(np.arange(start, start + count, dtype=np.int64), self._block)
+    global_position = (step * self._count + self._index) * self._block + offset
+    epoch, position = np.divmod(global_position, len(self._entries))
+    last = len(self._entries) - 1
+    shuffled = [grain.experimental.index_shuffle(int(k), max_index=last,
+                                                 seed=(self._seed + int(e)) % 2**32, rounds=4)
+                for k, e in zip(position, epoch)]
+    return self._entries[shuffled]
 
   def __str__(self) -> str:
-    return f"BlockShard(block={self._block}, index={self._index}, count={self._count})"
+    return (f"TrainStream(entries={len(self._entries)}, block={self._block}, "
+            f"index={self._index}, count={self._count})")
 
 
 def train_stream(entries: np.ndarray, *, seed: int, process_index: int, process_count: int,
-                 batch_size: int) -> grain.MapDataset:
+                 batch_size: int) -> TrainStream:
   """The infinite sequence of entries that one process reads in training.
 
   The global stream is epoch after epoch of global permutations of `entries` (epoch e seeded by
@@ -103,13 +133,10 @@ def train_stream(entries: np.ndarray, *, seed: int, process_index: int, process_
     batch_size: examples per batch of this process.
 
   Returns:
-    A `grain.MapDataset` of rows of `entries`.
+    A `TrainStream` (a `grain.MapDataset`) of rows of `entries`.
   """
-  if len(entries) == 0:
-    raise ValueError("train_stream: no entries to read")
-  ds = grain.MapDataset.source(entries)
-  ds = ds.shuffle(seed=shuffle_seed(seed)).repeat()
-  return BlockShard(ds, block=batch_size, index=process_index, count=process_count)
+  return TrainStream(entries, seed=seed, process_index=process_index,
+                     process_count=process_count, batch_size=batch_size)
 
 
 def eval_num_batches(num_examples: int, batch_size: int, process_count: int) -> int:
@@ -152,11 +179,145 @@ def eval_entries(entries: np.ndarray, *, batch_size: int, process_index: int,
 # Reading, batching, prefetching.
 
 
-def read_options(data_config: Any, batch_size: int) -> grain.ReadOptions:
-  """grain read options: data.num_threads (default 2) threads of this process."""
-  num_threads = int(config_value(data_config, "num_threads", 2))
-  buffer = max(batch_size, 4 * num_threads) if num_threads > 0 else 0
-  return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer)
+def num_threads(data_config: Any) -> int:
+  """data.num_threads (default 2): threads that read batches (0: in the consumer's thread)."""
+  value = config_value(data_config, "num_threads", 2)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+    raise ValueError(f"config key data.num_threads must be an int >= 0, got {value!r}")
+  return int(value)
+
+
+class _Chunk(NamedTuple):
+  """What a reader thread makes of the positions [start, stop) of a stream."""
+  start: int
+  stop: int
+  batch: Any  # collate(examples), or None when the chunk is short of a full batch
+  kept: list  # [(position, example)] of the examples that were read, where the reader keeps them
+
+
+class BatchReader(grain.IterDataset):
+  """Batches read by whole chunks of consecutive stream positions, one chunk per thread.
+
+  Each of `num_threads` threads reads the `batch_size` positions of one chunk (rows -> `read`
+  per row) and collates them into a batch in the same thread, so reading, parsing and copying
+  into the batch run without per-record hand-offs; the chunks come back in stream order. The
+  iterator's state is `{'next_index': n}`, the number of stream positions consumed by the
+  batches returned so far, as for grain's per-record pipelines, so it restores exactly.
+
+  Args:
+    rows: (start, count) -> the `count` entries from stream position `start`.
+    length: positions in the stream (None: infinite).
+    read: entry -> example, or None.
+    collate: list of examples -> batch.
+    batch_size: examples per batch.
+    num_threads: reader threads (0: read in the thread that asks for the batch).
+    skip_none: training: None examples are dropped and the batch is filled from the positions
+      after it (a chunk that comes up short is completed from the next ones, so the reader
+      threads keep their examples, a chunk's record bytes, until its batch is out). False
+      (evaluation): None is passed to `collate` (padding) and the last batch may be short.
+  """
+
+  def __init__(self, rows: Callable[[int, int], np.ndarray], length: int | None,
+               read: Callable[[np.ndarray], Any], collate: Callable[[list], Any], *,
+               batch_size: int, num_threads: int, skip_none: bool):
+    super().__init__()
+    self.rows, self.length, self.read, self.collate = rows, length, read, collate
+    self.batch_size, self.num_threads, self.skip_none = batch_size, num_threads, skip_none
+
+  def __iter__(self) -> "_BatchReadIterator":
+    return _BatchReadIterator(self)
+
+  def __str__(self) -> str:
+    return (f"BatchReader(batch_size={self.batch_size}, num_threads={self.num_threads}, "
+            f"skip_none={self.skip_none})")
+
+
+class _BatchReadIterator(grain.DatasetIterator):
+  """`BatchReader`'s iterator: `num_threads` chunks in flight, returned in order."""
+
+  def __init__(self, reader: BatchReader):
+    super().__init__()
+    self._reader = reader
+    self._pool = (concurrent.futures.ThreadPoolExecutor(reader.num_threads,
+                                                        thread_name_prefix="mmjax-read")
+                  if reader.num_threads > 0 else None)
+    self._position = 0  # positions consumed by the batches returned so far
+    self._pending = collections.deque()  # chunk futures, in stream order
+    self._next_chunk = 0  # start of the next chunk to submit
+    self._carry = []  # [(position, example)] read but not yet batched (skip_none only)
+    self._carry_stop = 0  # the position after the chunks that `_carry` came from
+
+  def _read_chunk(self, start: int) -> _Chunk:
+    reader = self._reader
+    count = reader.batch_size
+    if reader.length is not None:
+      count = max(0, min(count, reader.length - start))
+    examples = [reader.read(row) for row in reader.rows(start, count)] if count else []
+    if not reader.skip_none:
+      return _Chunk(start, start + count, reader.collate(examples) if examples else None, [])
+    kept = [(start + i, ex) for i, ex in enumerate(examples) if ex is not None]
+    batch = reader.collate([ex for _, ex in kept]) if len(kept) == reader.batch_size else None
+    return _Chunk(start, start + count, batch, kept)
+
+  def _take(self) -> _Chunk:
+    """The next chunk in stream order (keeping `num_threads` chunks in flight)."""
+    if self._pool is None:
+      chunk = self._read_chunk(self._next_chunk)
+      self._next_chunk = chunk.start + self._reader.batch_size
+      return chunk
+    while len(self._pending) < self._reader.num_threads:
+      self._pending.append(self._pool.submit(self._read_chunk, self._next_chunk))
+      self._next_chunk += self._reader.batch_size
+    return self._pending.popleft().result()
+
+  def __next__(self):
+    self._assert_not_closed()
+    size = self._reader.batch_size
+    if not self._reader.skip_none:
+      chunk = self._take()
+      if chunk.batch is None:
+        raise StopIteration
+      self._position = chunk.stop
+      return chunk.batch
+    if not self._carry:
+      chunk = self._take()
+      if chunk.batch is not None:
+        self._position = chunk.stop
+        return chunk.batch
+      self._carry, self._carry_stop = chunk.kept, chunk.stop
+    while len(self._carry) < size:
+      chunk = self._take()
+      if chunk.stop == chunk.start:  # the end of a finite stream
+        raise StopIteration
+      self._carry.extend(chunk.kept)
+      self._carry_stop = chunk.stop
+    taken, self._carry = self._carry[:size], self._carry[size:]
+    self._position = self._carry[0][0] if self._carry else self._carry_stop
+    return self._reader.collate([ex for _, ex in taken])
+
+  def get_state(self) -> dict:
+    return {"next_index": self._position}
+
+  def set_state(self, state: dict) -> None:
+    self._drop_pending()
+    self._position = self._next_chunk = int(state["next_index"])
+    self._carry = []
+
+  def _drop_pending(self) -> None:
+    for future in self._pending:
+      future.cancel()
+    self._pending.clear()
+
+  def close(self) -> None:
+    if self._closed:
+      return
+    self._drop_pending()
+    if self._pool is not None:
+      self._pool.shutdown(wait=False, cancel_futures=True)
+    super().close()
+
+  def __str__(self) -> str:
+    return f"BatchReadIterator(position={self._position})"
 
 
 _LIVE_ITERATORS = weakref.WeakSet()
@@ -205,31 +366,33 @@ def prefetch(ds: grain.IterDataset, data_config: Any) -> grain.IterDataset:
 
 def train_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
                   collate: Callable[[list], Any], data_config: Any, *, batch_size: int,
-                  seed: int, process_index: int, process_count: int) -> grain.IterDataset:
+                  seed: int, process_index: int, process_count: int,
+                  skips: bool = False) -> grain.IterDataset:
   """The infinite, shuffled training batches of this process.
 
-  `train_stream` -> `read` (in data.num_threads threads; None results are dropped) -> batches
-  of `batch_size` through `collate` -> data.prefetch_batches batches of thread prefetch. The
-  iterator supports `get_state()`/`set_state()` and resumes exactly.
+  `train_stream` -> chunks of `batch_size` positions, each read (`read` per entry) and collated
+  by one of data.num_threads threads (`BatchReader`) -> data.prefetch_batches batches of thread
+  prefetch. The iterator supports `get_state()`/`set_state()` and resumes exactly.
 
   Args:
     entries: [N, ...] array, one row per record.
-    read: entry row -> example (or None to skip it).
+    read: entry row -> example; None to skip the record, where `skips`.
     collate: list of `batch_size` examples -> batch.
     data_config: `config.data` (keys num_threads, prefetch_batches).
     batch_size: examples per batch of this process.
     seed: shuffle seed.
     process_index: this process.
     process_count: number of processes.
+    skips: `read` may return None (a skipped bad record): the batch is then filled from the
+      records after it. False: every read returns an example.
 
   Returns:
     A `grain.IterDataset` of batches.
   """
-  ds = train_stream(entries, seed=seed, process_index=process_index,
-                    process_count=process_count, batch_size=batch_size)
-  ds = ds.map(read)
-  ds = ds.to_iter_dataset(read_options(data_config, batch_size))  # drops None (skipped)
-  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=collate)
+  stream = train_stream(entries, seed=seed, process_index=process_index,
+                        process_count=process_count, batch_size=batch_size)
+  ds = BatchReader(stream.rows, None, read, collate, batch_size=batch_size,
+                   num_threads=num_threads(data_config), skip_none=skips)
   return prefetch(ds, data_config)
 
 
@@ -255,10 +418,8 @@ def eval_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
   padded, num_batches, num = eval_entries(entries, batch_size=batch_size,
                                           process_index=process_index,
                                           process_count=process_count, max_examples=max_examples)
-  ds = grain.MapDataset.source(padded)
-  ds = ds.map(read)
-  ds = ds.to_iter_dataset(read_options(data_config, batch_size), allow_nones=True)
-  ds = ds.batch(batch_size, drop_remainder=False, batch_fn=collate)
+  ds = BatchReader(lambda start, count: padded[start:start + count], len(padded), read, collate,
+                   batch_size=batch_size, num_threads=num_threads(data_config), skip_none=False)
   ds = prefetch(ds, data_config)
   ds.num_batches = num_batches
   ds.num_examples = num

@@ -194,12 +194,13 @@ def _as_index(offsets, lengths) -> np.ndarray:
 
 
 def _read_verified(f, path: str, index: int, offset: int, length: int) -> bytes:
-  buf = _pread(f, length + FOOTER_SIZE, offset)
-  if len(buf) < length + FOOTER_SIZE:
+  # Two reads (data, then its checksum) rather than one and a slice: slicing would copy data.
+  data = _pread(f, length, offset)
+  footer = _pread(f, FOOTER_SIZE, offset + length)
+  if len(data) < length or len(footer) < FOOTER_SIZE:
     raise RecordError(path, index, f"truncated file: the record ({length} bytes at byte {offset}) "
                       "runs past the end of the file")
-  data = buf[:length]
-  (crc,) = _FOOTER.unpack(buf[length:])
+  (crc,) = _FOOTER.unpack(footer)
   if masked_crc32c(data) != crc:
     raise RecordError(path, index, "data crc mismatch (corrupt file?)")
   return data

@@ -448,19 +448,24 @@ class RecordSpec:
     size = len(examples)
     num_frames = self.num_frames
     dtype = np.uint8 if self.level == "frame" else np.float32
-    batch = {name: np.zeros((size, num_frames, dim), dtype)
+    # np.empty, each row written once (frames, then zeros after them): zero-filling whole
+    # buffers first would write every byte of the batch twice.
+    batch = {name: np.empty((size, num_frames, dim), dtype)
              for name, dim in zip(self.output_names, self.feature_sizes)}
     mask = np.zeros((size, num_frames), np.float32)
     labels = np.zeros((size, self.num_classes), np.float32)
     weight = np.zeros((size,), np.float32)
     for i, ex in enumerate(examples):
       if ex is None:
+        for x in batch.values():
+          x[i] = 0
         continue
       num = num_frames
       for x in ex["features"].values():
         num = min(num, x.shape[0])
       for name, x in ex["features"].items():
         batch[name][i, :num] = x[:num]
+        batch[name][i, num:] = 0
       mask[i, :num] = 1.0
       labels[i, ex["labels"]] = 1.0
       weight[i] = 1.0
