@@ -100,6 +100,29 @@ def test_train_determinism_and_seeds(dataset_dir):
   assert epoch1_start != epoch0[:16]
 
 
+def test_reused_batch_buffers_never_change_a_batch_still_held(dataset_dir):
+  """Batch buffers come back once released (mmjax.data.buffers): a consumer that drops each
+  batch sees the same batches as one that holds them all, a held view keeps its buffer out of
+  the pool, and the buffers are in fact reused."""
+  make = lambda: pipeline.make_train_dataset(  # pylint: disable=unnecessary-lambda-assignment
+      make_config(dataset_dir), batch_size=8, seed=0, process_index=0, process_count=1)
+  held = take(make(), 12)
+  iterator = iter(make())
+  copies, buffer_ids = [], set()
+  for k in range(12):
+    batch = next(iterator)
+    buffer_ids.add(id(batch["rgb"]))
+    if k == 3:
+      view = batch["rgb"][2:5]
+      view_copy = view.copy()
+    copies.append({key: value.copy() for key, value in batch.items()})
+    del batch
+  iterator.close()
+  assert_batches_equal(held, copies)
+  np.testing.assert_array_equal(view, view_copy)
+  assert len(buffer_ids) < 12
+
+
 @pytest.mark.parametrize("process_count", [2, 3])
 def test_process_shards_disjoint_and_covering(dataset_dir, process_count):
   index = pipeline.build_record_index(os.path.join(dataset_dir, "train-*.tfrecord"))

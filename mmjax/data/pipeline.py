@@ -14,21 +14,23 @@ Everything is a pure function of (files, seed, process index/count), so the iter
 CheckpointRestore` save/restore it through Orbax.
 
 Batches are dicts of numpy arrays (T = data.max_frames at frame level, 1 at video level):
-  'rgb': float32 [B, T, 1024], 'audio': float32 [B, T, 128] (keys: the feature names; at video
-  level 'mean_rgb'/'mean_audio' become 'rgb'/'audio'), 'mask': float32 [B, T] (1 = real frame),
+  'rgb': uint8 [B, T, 1024], 'audio': uint8 [B, T, 128] at frame level (the records' quantized
+  bytes; the model dequantizes them in the step), float32 at video level (keys: the feature
+  names; 'mean_rgb'/'mean_audio' become 'rgb'/'audio'), 'mask': float32 [B, T] (1 = real frame),
   'labels': float32 [B, num_classes] (multi-hot), 'weight': float32 [B] (1 real, 0 padding).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 from typing import Any, Callable
 
 import grain
 import numpy as np
 
-from mmjax.data import cache, sharded_stream, synthetic, tfrecord
+from mmjax.data import buffers, cache, sharded_stream, synthetic, tfrecord
 from mmjax.data.sharded_stream import config_value as _get
 from mmjax.data.sharded_stream import eval_num_batches
 from mmjax.data.sharded_stream import process_info as _process
@@ -237,7 +239,8 @@ def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
     raise ValueError(f"{pattern}: {len(index)} records for {process_count} processes: every "
                      "process needs at least one")
   ds = sharded_stream.train_batches(
-      index.entries, _ReadAndParse(index.files, spec, skip, counter), spec.collate, data_config,
+      index.entries, _ReadAndParse(index.files, spec, skip, counter),
+      functools.partial(spec.collate, buffers=buffers.BufferPool()), data_config,
       batch_size=batch_size, seed=seed, process_index=process_index,
       process_count=process_count, skips=skip)
   ds.skip_counter = counter
@@ -277,7 +280,8 @@ def make_eval_dataset(data_config: Any, *, batch_size: int, process_index: int |
   index = build_record_index(_pattern(data_config, "eval_pattern"), skip_bad_records=skip,
                              skip_counter=counter)
   ds = sharded_stream.eval_batches(
-      index.entries, _ReadAndParse(index.files, spec, skip, counter), spec.collate, data_config,
+      index.entries, _ReadAndParse(index.files, spec, skip, counter),
+      functools.partial(spec.collate, buffers=buffers.BufferPool()), data_config,
       batch_size=batch_size, process_index=process_index, process_count=process_count)
   ds.skip_counter = counter
   ds.spec = spec

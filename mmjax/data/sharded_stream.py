@@ -103,11 +103,10 @@ class TrainStream(grain.MapDataset):
     """Entries at positions start, ..., start + count - 1: [count, ...] of `entries`' dtype."""
     step, offset = np.divmod(np.arange(start, start + count, dtype=np.int64), self._block)
     global_position = (step * self._count + self._index) * self._block + offset
-    epoch, position = np.divmod(global_position, len(self._entries))
-    last = len(self._entries) - 1
-    shuffled = [grain.experimental.index_shuffle(int(k), max_index=last,
-                                                 seed=(self._seed + int(e)) % 2**32, rounds=4)
-                for k, e in zip(position, epoch)]
+    size, seed, index_shuffle = len(self._entries), self._seed, grain.experimental.index_shuffle
+    # index_shuffle(index, max_index, seed, rounds), positionally: keywords cost 50 % more.
+    shuffled = [index_shuffle(g % size, size - 1, (seed + g // size) % 2**32, 4)
+                for g in global_position.tolist()]
     return self._entries[shuffled]
 
   def __str__(self) -> str:

@@ -25,6 +25,7 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as tf_example
 from tensorflow_datasets.proto import tf_feature_generated_pb2 as tf_feature
 
 from mmjax.data import tfrecord
+from mmjax.data.buffers import BufferPool
 from mmjax.data.tfrecord import RecordError
 
 # Starter code `utils.Dequantize(feat, max_quantized_value=2, min_quantized_value=-2)`.
@@ -426,7 +427,8 @@ class RecordSpec:
   # ---------------------------------------------------------------------------------------
   # Batching.
 
-  def collate(self, examples: Sequence[dict | None]) -> dict[str, np.ndarray]:
+  def collate(self, examples: Sequence[dict | None], *,
+              buffers: BufferPool | None = None) -> dict[str, np.ndarray]:
     """Stacks parsed examples (from `parse_raw`) into a padded batch.
 
     Frame-level features stay quantized: the batch carries the records' uint8 bytes (a quarter
@@ -436,6 +438,8 @@ class RecordSpec:
 
     Args:
       examples: B examples from `parse_raw`; None marks a padding example (weight 0).
+      buffers: where the feature arrays come from (reused once nothing refers to them; see
+        `mmjax.data.buffers`); default: new arrays.
 
     Returns:
       A dict of numpy arrays, T = `num_frames` (max_frames; 1 at video level):
@@ -448,9 +452,10 @@ class RecordSpec:
     size = len(examples)
     num_frames = self.num_frames
     dtype = np.uint8 if self.level == "frame" else np.float32
-    # np.empty, each row written once (frames, then zeros after them): zero-filling whole
+    # Uninitialised, each row written once (frames, then zeros after them): zero-filling whole
     # buffers first would write every byte of the batch twice.
-    batch = {name: np.empty((size, num_frames, dim), dtype)
+    empty = buffers.empty if buffers is not None else np.empty
+    batch = {name: empty((size, num_frames, dim), dtype)
              for name, dim in zip(self.output_names, self.feature_sizes)}
     mask = np.zeros((size, num_frames), np.float32)
     labels = np.zeros((size, self.num_classes), np.float32)
