@@ -78,8 +78,8 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.skip_bad_records = False
   # With skip_bad_records: stop once more than this fraction of the records read are bad.
   config.data.max_bad_fraction = 0.01
-  config.data.num_threads = 2  # grain read threads per process
-  config.data.prefetch_batches = 2
+  config.data.num_threads = 2  # threads per process that read (each a whole batch at a time)
+  config.data.prefetch_batches = 2  # batches read ahead in all (the threads' count among them)
   config.data.eval_max_examples = 0  # 0: the whole eval split
   config.data.taxonomy_file = ""  # CSV class_index,level[,name] for level-wise metrics
   config.data.synthetic = ml_collections.ConfigDict()

@@ -356,11 +356,13 @@ class _ThreadPrefetchIterDataset(grain.experimental.ThreadPrefetchIterDataset):
     return iterator
 
 
-def prefetch(ds: grain.IterDataset, data_config: Any) -> grain.IterDataset:
-  """`ds` with data.prefetch_batches (default 2) batches prefetched in a thread."""
+def prefetch(ds: BatchReader, data_config: Any) -> grain.IterDataset:
+  """`ds` read ahead by data.prefetch_batches (default 2) batches in all: the reader threads
+  already hold data.num_threads batches ahead, and a prefetch thread holds the rest, if any (so
+  the host never holds more batches than asked for)."""
   # Always wrapped (0 = no prefetch thread): grain would otherwise inject its own.
-  num = int(config_value(data_config, "prefetch_batches", 2))
-  return _ThreadPrefetchIterDataset(ds, prefetch_buffer_size=max(0, num))
+  extra = int(config_value(data_config, "prefetch_batches", 2)) - ds.num_threads
+  return _ThreadPrefetchIterDataset(ds, prefetch_buffer_size=max(0, extra))
 
 
 def train_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
