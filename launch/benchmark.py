@@ -56,7 +56,8 @@ flags.DEFINE_integer("batch_size", 128, "Global batch for the train step and the
 flags.DEFINE_integer("frames", 300, "Frames per video (data.max_frames).")
 flags.DEFINE_integer("steps", 5, "Timed train steps per model.")
 flags.DEFINE_integer("warmup", 1, "Untimed train steps after the first (compiled) one.")
-flags.DEFINE_integer("pipeline_batches", 100, "Timed batches of the input pipelines (ours and tf.data).")
+flags.DEFINE_integer("pipeline_batches", 100, "Timed batches of the input pipelines (ours and "
+                     "tf.data).")
 flags.DEFINE_integer("tf_records", 0, "Records read by the TF starter reader (0: "
                      "pipeline_batches * batch_size).")
 flags.DEFINE_integer("metric_videos", 128000, "Videos fed to the metrics.")
