@@ -145,3 +145,21 @@ def test_batch_reader_reads_chunks_concurrently_each_in_one_thread():
 def test_num_threads_config_errors_name_the_key(value):
   with pytest.raises(ValueError, match="data.num_threads"):
     sharded_stream.num_threads({"num_threads": value})
+
+
+def test_prefetch_counts_the_reader_threads_and_starting_it_keeps_the_order():
+  """prefetch_batches counts the reader threads' batches: 2 threads and 2 batches leave no
+  prefetch thread, even when grain's checkpoint restore calls start_prefetch (whose thread
+  would otherwise race `__next__` for the parent's batches)."""
+  ds = sharded_stream.prefetch(_reader({"num_threads": 2}, skip_none=False),
+                               {"prefetch_batches": 2})
+  iterator = iter(ds)
+  iterator.set_state({"next_index": 8})
+  iterator.start_prefetch()
+  assert [next(iterator).tolist() for _ in range(30)] == [
+      list(range(k, k + 4)) for k in range(8, 128, 4)]
+  iterator.close()
+  more = iter(sharded_stream.prefetch(_reader({"num_threads": 1}, skip_none=False),
+                                      {"prefetch_batches": 3}))
+  assert [next(more).tolist() for _ in range(5)] == [list(range(k, k + 4)) for k in range(0, 20, 4)]
+  more.close()

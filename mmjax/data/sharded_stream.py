@@ -334,7 +334,13 @@ def _close_live_iterators() -> None:
 
 
 class _ThreadPrefetchIterator(grain.experimental.ThreadPrefetchDatasetIterator):
-  """grain's thread-prefetch iterator with an idempotent `close`."""
+  """grain's thread-prefetch iterator with an idempotent `close`, and no thread at buffer size
+  0 (grain's checkpoint restore calls `start_prefetch`, whose thread would then read into an
+  unbounded queue while `__next__` also reads the parent: batches out of order)."""
+
+  def start_prefetch(self):
+    if self._target_prefetch_buffer_size > 0:
+      super().start_prefetch()
 
   def close(self):
     if getattr(self, "_mmjax_closed", False):
