@@ -2,12 +2,13 @@
 
 Pipeline (train)::
 
-  global record index over all files (sorted)  -- grain.MapDataset of (file, record, offset, length)
+  global record index over all files (sorted)  -- rows (file, record, offset, length)
     -> shuffle (a global permutation, reseeded every epoch) -> repeat forever
-    -> this process's block of every global batch  -- disjoint per JAX process (sharded_stream)
+    -> this process's block of every global batch  -- disjoint per JAX process
+       (sharded_stream.TrainStream)
     -> chunks of a batch's records, each read + verified + parsed + batched by one of
        `num_threads` threads (sharded_stream.BatchReader), in order
-    -> thread prefetch of `prefetch_batches` batches
+    -> read ahead by `prefetch_batches` batches in all (the threads' among them)
 
 Everything is a pure function of (files, seed, process index/count), so the iterator's
 `get_state()` (a few integers) restores it exactly; `grain.checkpoint.CheckpointSave/

@@ -32,7 +32,7 @@ import grain
 import numpy as np
 
 __all__ = [
-    "BatchReader", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
+    "BatchReader", "config_int", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
     "indexed_dataset", "positive_int", "prefetch", "num_threads", "process_info", "shuffle_seed",
     "train_batches", "train_stream", "TrainStream",
 ]
@@ -45,12 +45,19 @@ def config_value(config: Any, key: str, default: Any = None) -> Any:
   return getattr(config, key, default)
 
 
+def config_int(data_config: Any, key: str, *, minimum: int, default: int | None = None) -> int:
+  """data.<key> (`default` when absent), checked to be an int >= `minimum` (the error names the
+  config key)."""
+  value = config_value(data_config, key, default)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    raise ValueError(f"config key data.{key} must be {wanted}, got {value!r}")
+  return int(value)
+
+
 def positive_int(data_config: Any, key: str) -> int:
   """data.<key>, checked to be a positive int (the error names the config key)."""
-  value = config_value(data_config, key, None)
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-    raise ValueError(f"config key data.{key} must be a positive int, got {value!r}")
-  return int(value)
+  return config_int(data_config, key, minimum=1)
 
 
 def process_info(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -180,10 +187,7 @@ def eval_entries(entries: np.ndarray, *, batch_size: int, process_index: int,
 
 def num_threads(data_config: Any) -> int:
   """data.num_threads (default 2): threads that read batches (0: in the consumer's thread)."""
-  value = config_value(data_config, "num_threads", 2)
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-    raise ValueError(f"config key data.num_threads must be an int >= 0, got {value!r}")
-  return int(value)
+  return config_int(data_config, "num_threads", minimum=0, default=2)
 
 
 class _Chunk(NamedTuple):
@@ -363,9 +367,9 @@ class _ThreadPrefetchIterDataset(grain.experimental.ThreadPrefetchIterDataset):
 
 
 def prefetch(ds: BatchReader, data_config: Any) -> grain.IterDataset:
-  """`ds` read ahead by data.prefetch_batches (default 2) batches in all: the reader threads
-  already hold data.num_threads batches ahead, and a prefetch thread holds the rest, if any (so
-  the host never holds more batches than asked for)."""
+  """`ds` read ahead by max(data.prefetch_batches (default 2), data.num_threads) batches in all:
+  the reader threads already hold data.num_threads batches ahead, and a prefetch thread holds
+  the rest, if any."""
   # Always wrapped (0 = no prefetch thread): grain would otherwise inject its own.
   extra = int(config_value(data_config, "prefetch_batches", 2)) - ds.num_threads
   return _ThreadPrefetchIterDataset(ds, prefetch_buffer_size=max(0, extra))
