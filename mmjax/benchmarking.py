@@ -40,7 +40,7 @@ import numpy as np
 from mmjax import parallel
 from mmjax.data import images
 from mmjax.tasks import get_task
-from mmjax.train.steps import create_train_state, make_train_step
+from mmjax.train.steps import create_train_state, make_train_step, step_compiler_options
 from mmjax.train.trainer import build_optimizer_for, check_batch_size
 
 MB = 2.0**20
@@ -315,7 +315,8 @@ def task_train_step_benchmark(config, make_batch, *, batch_size: int, steps: int
 
   Returns:
     (result, final train state): result is {'batch_size', 'num_devices', 'params', 'init_s',
-    'compile_s', 'first_step_s', 'step_s', 'step_min_s', 'examples_per_s', 'final_loss'} plus,
+    'compile_s', 'first_step_s', 'step_s', 'step_min_s', 'examples_per_s', 'final_loss',
+    'compiler_options' (text: the task's XLA options the step was compiled with)} plus,
     where XLA reports them, 'flops_per_step', 'bytes_accessed_per_step', 'compiled_temp_mb',
     'compiled_argument_mb', and 'tflops_per_s' (flops_per_step / step_s / 1e12).
   """
@@ -348,6 +349,8 @@ def task_train_step_benchmark(config, make_batch, *, batch_size: int, steps: int
       "init_s": init_s, "compile_s": compile_s, "first_step_s": first_step_s, "step_s": step_s,
       "step_min_s": float(np.min(times)), "examples_per_s": batch_size / step_s,
       "final_loss": float(step_metrics["loss"]),
+      "compiler_options": ", ".join(f"{k}={v!r}" for k, v in sorted(
+          step_compiler_options(task, mesh).items())) or "XLA's defaults",
   }
   result.update(compiled_cost(compiled))
   if "flops_per_step" in result:

@@ -70,6 +70,9 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
     _positive_numbers(train, ["params", "compile_s", "first_step_s", "step_s", "step_min_s",
                               "examples_per_s", "peak_rss_mb"])
     _positive_numbers(train, ["compiled_argument_mb", "compiled_output_mb", "compiled_temp_mb"])
+  assert results["train"]["transformer"]["compiler_options"] == (
+      "xla_cpu_experimental_ynn_fusion_type=''")
+  assert results["train"]["netvlad_cmc"]["compiler_options"] == "XLA's defaults"
   assert set(results["end_to_end"]) == {"transformer"}  # cm rows need a trained tower
   run = results["end_to_end"]["transformer"]  # a real training run of 3 one-step windows
   assert run["steps"] == 3 and run["window"] == 1

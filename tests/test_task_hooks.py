@@ -21,7 +21,12 @@ from mmjax import parallel
 from mmjax.tasks import get_task
 from mmjax.train import evaluate_checkpoint, train_and_evaluate
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.steps import abstract_train_state, create_train_state, make_train_step
+from mmjax.train.steps import (
+  abstract_train_state,
+  create_train_state,
+  make_train_step,
+  step_compiler_options,
+)
 from mmjax.train.trainer import build_optimizer_for, restore_for_eval
 
 
@@ -164,3 +169,43 @@ def test_task_state_survives_sigkill_and_resumes_exactly(cache_dir, tmp_path):
   host = [jax.tree.map(np.asarray, (s.params, s.task_state, s.opt_state)) for s in final]
   runs.assert_trees_equal(host[0], host[1])
   assert int(host[1][1]["evaluations"]) == 2
+
+
+class _OptionsTask:
+  """Stands in for a task in `step_compiler_options`: returns `options` for every platform and
+  records the platforms it was asked about."""
+
+  def __init__(self, options):
+    self.options, self.platforms = options, []
+
+  def compiler_options(self, platform):
+    self.platforms.append(platform)
+    return self.options
+
+
+def test_step_compiler_options_keeps_known_options_and_drops_unknown_ones_with_a_warning():
+  mesh = parallel.make_mesh([("data", -1), ("model", 1)])
+  known = _OptionsTask({"xla_cpu_experimental_ynn_fusion_type": ""})
+  assert step_compiler_options(known, mesh) == {"xla_cpu_experimental_ynn_fusion_type": ""}
+  assert known.platforms == ["cpu"]
+  with pytest.warns(RuntimeWarning, match="xla_no_such_option.*XLA's defaults"):
+    assert step_compiler_options(_OptionsTask({"xla_no_such_option": True}), mesh) == {}
+  assert step_compiler_options(_OptionsTask({}), mesh) == {}
+
+
+@pytest.mark.parametrize("model_name, ynn_fusions", [("transformer", False), ("netvlad", True)])
+def test_youtube8m_compiler_options_reach_the_compiled_train_step(model_name, ynn_fusions):
+  """The Transformer rows compile without XLA's YNNPACK fusions on the CPU (Youtube8mTask.
+  compiler_options); NetVLAD keeps XLA's defaults. Checked in the compiled step's HLO, so an
+  option that stops reaching jax.jit fails here."""
+  config = load_config("ytb8m", f"tiny,{model_name}_late")
+  task = get_task(config)
+  assert task.compiler_options("gpu") == {}
+  mesh = parallel.make_mesh(config.mesh)
+  tx = build_optimizer_for(config, task)
+  state, shardings = create_train_state(task, tx, mesh, config.sharding_rules, config.seed)
+  batch = parallel.global_batch(task.example_batch(config.batch_size), mesh)
+  hlo = make_train_step(task, tx, mesh, shardings).lower(state, batch).compile().as_text()
+  if ynn_fusions and "__ynn_fusion" not in hlo:
+    pytest.skip("this XLA makes no YNNPACK fusions for NetVLAD by default")
+  assert ("__ynn_fusion" in hlo) == ynn_fusions

@@ -174,7 +174,7 @@ def test_matmul_peaks_and_comparison():
   assert out == {"jax_examples_per_s": 30.0, "torch_examples_per_s": 10.0,
                  "jax_over_torch": 3.0, "flops_per_step": 4e12, "jax_tflops_per_s": 2.0,
                  "torch_tflops_per_s": 1.0, "jax_peak_fraction": 0.5,
-                 "torch_peak_fraction": 0.5}
+                 "torch_peak_fraction": 0.5, "twice_torch_peak_fraction": 0.5}
 
 
 def test_the_module_imports_torch_only_inside_functions():

@@ -195,6 +195,15 @@ class Task(Protocol):
     del step, metrics, task_state
     return AfterEvaluation()
 
+  def compiler_options(self, platform: str) -> Dict[str, Any]:
+    """XLA compiler options for this task's jitted train and eval steps on `platform` (the
+    mesh's devices: 'cpu', 'gpu', 'tpu'), passed to `jax.jit(compiler_options=...)`: a choice
+    measured to make this system's steps faster (the task's README says what and by how much).
+    Options the installed XLA does not know are dropped with a warning
+    (`mmjax.train.steps.step_compiler_options`). Default: {} (XLA's defaults)."""
+    del platform
+    return {}
+
   def pretrained_params(self, params: PyTree) -> Optional[PyTree]:
     """Initial weights of a fresh run (e.g. a CLIP checkpoint named by the config): a full
     params tree of host arrays shaped like `params`, or None. Applied before
@@ -213,7 +222,8 @@ def check_task(task: Any, name: str) -> None:
              if not hasattr(task, m) or getattr(type(task), m, None) is getattr(Task, m, 0)]
   if missing or not isinstance(task, Task):
     optional = [m for m in ("optimizer_transforms", "init_task_state", "update_task_state",
-                            "after_evaluation", "pretrained_params") if not hasattr(task, m)]
+                            "after_evaluation", "compiler_options", "pretrained_params")
+                if not hasattr(task, m)]
     raise TypeError(f"task {name!r} ({type(task).__name__}) does not implement "
                     f"mmjax.tasks.Task: missing {missing + optional}; subclass Task to inherit "
                     "the optional hooks' defaults")

@@ -8,7 +8,8 @@ gathering embeddings over 'data' with `jax.shard_map`.
 """
 
 import functools
-from typing import Any, Callable, Tuple
+import warnings
+from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +112,28 @@ def all_finite(tree) -> jnp.ndarray:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+@functools.lru_cache(maxsize=None)
+def _known_options(options: Tuple[Tuple[str, Any], ...]) -> Tuple[Tuple[str, Any], ...]:
+  """`options` if XLA accepts them (checked by compiling a scalar program once per set), else ()
+  with a warning naming the rejected set and XLA's message."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(0.0).compile()
+    return options
+  except Exception as error:  # pylint: disable=broad-exception-caught  # XLA's own error types
+    warnings.warn(f"compiler options {dict(options)} are not known to this XLA "
+                  f"(jaxlib {jax.lib.__version__}); compiling with XLA's defaults: {error}",
+                  RuntimeWarning, stacklevel=3)
+    return ()
+
+
+def step_compiler_options(task, mesh) -> Dict[str, Any]:
+  """`task.compiler_options(platform)` for the platform of the mesh's devices, or {} when the
+  installed XLA rejects them (a RuntimeWarning says so): the options of experimental XLA
+  passes come and go between jaxlib releases, and a run must not fail on that."""
+  options = task.compiler_options(mesh.devices.flat[0].platform) or {}
+  return dict(_known_options(tuple(sorted(options.items())))) if options else {}
+
+
 def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
   """jit(train_step)(state, batch) -> (state, {'loss', 'grad_norm', 'nonfinite', ...});
   donates the state. One step: grads of task.loss(model outputs, batch, task_state); optimizer
@@ -120,7 +143,7 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
   changes nothing but the step counter (params, optimizer, model and task state are kept) and
   reports nonfinite = 1; the host decides whether to go on (config.max_nonfinite_steps). So a
   non-finite value never enters the state, and never a checkpoint. Traces and runs under
-  `jax.set_mesh(mesh)` (see MeshJit)."""
+  `jax.set_mesh(mesh)` (see MeshJit); compiled with `step_compiler_options(task, mesh)`."""
   mutable = list(shardings.model_state.keys())
 
   def train_step(state: TrainState, batch):
@@ -150,7 +173,8 @@ def make_train_step(task, tx, mesh, shardings: TrainState) -> MeshJit:
 
   return MeshJit(jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
                          out_shardings=(shardings, parallel.replicated(mesh)),
-                         donate_argnums=(0,)), mesh)
+                         donate_argnums=(0,),
+                         compiler_options=step_compiler_options(task, mesh)), mesh)
 
 
 def make_eval_step(task, mesh, shardings: TrainState) -> MeshJit:
@@ -158,7 +182,8 @@ def make_eval_step(task, mesh, shardings: TrainState) -> MeshJit:
   sum), all replicated on every process, so each process can feed the global batch to its
   (host-side) evaluator and all compute the same metrics. The evaluator batch holds only
   `task.evaluator_keys` (labels, weights: not the model inputs, which may be large video
-  tensors). Traces and runs under `jax.set_mesh(mesh)`."""
+  tensors). Traces and runs under `jax.set_mesh(mesh)`; compiled with
+  `step_compiler_options(task, mesh)`."""
   def eval_step(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
     outputs = task.model.apply(variables, batch, train=False)
@@ -168,7 +193,8 @@ def make_eval_step(task, mesh, shardings: TrainState) -> MeshJit:
     return task.predictions(outputs), evaluator_batch, loss * weight, weight
 
   return MeshJit(jax.jit(eval_step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
-                         out_shardings=parallel.replicated(mesh)), mesh)
+                         out_shardings=parallel.replicated(mesh),
+                         compiler_options=step_compiler_options(task, mesh)), mesh)
 
 
 def make_plateau_observer(opt_config, shardings: TrainState) -> Callable:

@@ -150,7 +150,8 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
   Returns:
     {'model', 'fusion', 'frames'} and the result of `task_train_step_benchmark`: 'batch_size',
     'num_devices', 'params', 'init_s', 'compile_s', 'first_step_s', 'step_s', 'step_min_s',
-    'examples_per_s', 'final_loss' and, where XLA reports them, 'flops_per_step',
+    'examples_per_s', 'final_loss', 'compiler_options' and, where XLA reports them,
+    'flops_per_step',
     'bytes_accessed_per_step', 'compiled_temp_mb', 'compiled_argument_mb', 'tflops_per_s'.
   """
   config = model_config(config, model_name, batch_size=batch_size, frames=frames)
@@ -210,6 +211,18 @@ def end_to_end_benchmark(config, model_name: str, *, batch_size: int, frames: in
 
 # -------------------------------------------------------------------------------------------
 # Input pipelines.
+
+
+def warm_page_cache(pattern: str) -> int:
+  """Reads every file matching `pattern` once and returns the bytes read, so that the input
+  pipelines compared after it read from the OS page cache alike (otherwise the first one to
+  run also pays for the disk)."""
+  total = 0
+  for path in tfrecord.list_files(pattern):
+    with open(path, "rb") as f:
+      while chunk := f.read(1 << 24):
+        total += len(chunk)
+  return total
 
 
 def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batches: int,
@@ -512,7 +525,9 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
               metric_batch: int, models: Sequence[str], skip_tf: bool,
               compare_torch: bool = False, end_to_end_window: int = 0) -> dict[str, Any]:
   """Every benchmark in turn (metrics, input pipeline, train steps, end-to-end runs, torch,
-  then TensorFlow last). Progress goes to stderr.
+  then TensorFlow last). The data files are read once before our pipeline's and before
+  tf.data's phases (`warm_page_cache`), so both read from the page cache. Progress goes to
+  stderr.
 
   Returns:
     The results dict that `report` formats: 'hardware', 'load_average_start', 'settings',
@@ -537,6 +552,7 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
 
   log(f"metrics: {metric_videos} x {metric_classes}")
   results["metrics"] = run_phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
+  log(f"page cache: {warm_page_cache(pattern) / MB:,.0f} MB of data files read once")
   results["pipeline"] = {}
   for threads in THREADS:
     log(f"input pipeline: {pipeline_batches} batches of {batch_size}, {threads} thread(s)")
@@ -576,6 +592,7 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
   if not skip_tf:
     tf_settings = {"feature_sizes": tuple(config.data.feature_sizes),
                    "id_key": config.data.id_key, "labels_key": config.data.labels_key}
+    log(f"page cache: {warm_page_cache(pattern) / MB:,.0f} MB of data files read once")
     results["tf_data"] = {}
     for threads in THREADS:
       log(f"tuned tf.data reader: {pipeline_batches} batches of {batch_size}, {threads} "
@@ -635,6 +652,9 @@ def _step_comparison_rows(results: dict) -> list:
                ("", "CPU user + system per step", f"{fmt(torch['user_cpu_s'], ' s')} + "
                 f"{fmt(torch['sys_cpu_s'], ' s')}"),
                ("", "mmjax / torch", f"{torch['jax_over_torch']:.2f}x{fraction}")]
+      if "twice_torch_peak_fraction" in torch:
+        rows.append(("", "2x torch would need", f"{torch['twice_torch_peak_fraction']:.0%} of "
+                     "the JAX matmul peak for the whole step"))
   return rows
 
 
@@ -675,6 +695,7 @@ def _rows(results: dict) -> list:
              *benchmarking.timing_rows(r["compile_s"], r["first_step_s"], r["step_s"],
                                        r["step_min_s"]),
              ("", "throughput", fmt(r["examples_per_s"], " examples/s")),
+             ("", "compiled with", r["compiler_options"]),
              *benchmarking.flops_rows(r),
              *benchmarking.compiled_memory_rows(r),
              ("", "process peak RSS in phase", fmt(r["peak_rss_mb"], " MB"))]

@@ -44,6 +44,16 @@ class Youtube8mTask(DataModuleTask):
         self.config.model, feature_names=self.feature_names,
         num_classes=self.config.data.num_classes, max_frames=self.num_frames)
 
+  def compiler_options(self, platform: str):
+    """On the CPU, the Transformer rows compile without XLA's YNNPACK fusions: they fuse the
+    attention backward's [B, H, T, T] matmul with the softmax gradient into a kernel that ran
+    at ~7 GFLOP/s, and the paper-size TM-L step took 13.7-16.5 s with them against 11.3 s
+    without (2-core AMD EPYC; README "Speed"). NetVLAD and the attention RNN keep them
+    (2.4 against 3.8 s and 7.8 against 9.3 s without)."""
+    if platform == "cpu" and self.config.model.name == "transformer":
+      return {"xla_cpu_experimental_ynn_fusion_type": ""}
+    return {}
+
   def prepare(self, log=print) -> None:
     """Resolves the data patterns (writing the synthetic default once if none are given)."""
     data_config = self.config.data.copy_and_resolve_references()

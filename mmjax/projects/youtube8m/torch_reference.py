@@ -59,7 +59,7 @@ UNITS: dict[str, str | None] = {
     "jax_matmul_tflops_per_s": "TFLOP/s", "torch_matmul_tflops_per_s": "TFLOP/s",
     "jax_examples_per_s": "examples/s", "torch_examples_per_s": "examples/s",
     "jax_over_torch": "1", "jax_tflops_per_s": "TFLOP/s", "torch_tflops_per_s": "TFLOP/s",
-    "jax_peak_fraction": "1", "torch_peak_fraction": "1",
+    "jax_peak_fraction": "1", "torch_peak_fraction": "1", "twice_torch_peak_fraction": "1",
 }
 FAMILIES = ("transformer", "netvlad")
 
@@ -495,7 +495,9 @@ def comparison(jax_result: Mapping[str, Any], torch_result: Mapping[str, Any],
     the JAX result has XLA's 'flops_per_step' (the same model's FLOPs, also used for torch):
     'flops_per_step', 'jax_tflops_per_s' and 'torch_tflops_per_s' (flops_per_step / step_s /
     1e12), and 'jax_peak_fraction' / 'torch_peak_fraction': each over its own framework's
-    measured matmul peak (where `peaks` has it).
+    measured matmul peak (where `peaks` has it), and 'twice_torch_peak_fraction': the fraction
+    of JAX's matmul peak that a step at twice torch's throughput would have to sustain (the
+    roofline of the 2x goal: above 1, no step of these FLOPs can reach it on this machine).
   """
   out = {"jax_examples_per_s": float(jax_result["examples_per_s"]),
          "torch_examples_per_s": float(torch_result["examples_per_s"])}
@@ -508,4 +510,7 @@ def comparison(jax_result: Mapping[str, Any], torch_result: Mapping[str, Any],
       peak = peaks.get(f"{name}_matmul_tflops_per_s")
       if peak:
         out[f"{name}_peak_fraction"] = out[f"{name}_tflops_per_s"] / peak
+    if peaks.get("jax_matmul_tflops_per_s"):
+      out["twice_torch_peak_fraction"] = (2 * out["torch_tflops_per_s"]
+                                          / peaks["jax_matmul_tflops_per_s"])
   return out
