@@ -15,6 +15,7 @@ from helpers import runs
 from mmjax.projects.youtube8m.task import Youtube8mTask
 from mmjax.tasks import register
 from mmjax.train import NonFiniteLossError, train_and_evaluate
+from mmjax.train.steps import sum_of_squares
 from mmjax.train.trainer import restore_for_eval
 
 
@@ -76,3 +77,20 @@ def test_a_skipped_step_changes_nothing_and_is_counted(cache_dir, tmp_path):
   skipped = {r["step"]: r["skipped_steps"] for r in rows if r["split"] == "train"}
   assert skipped == {2: 0, 3: 1}
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(host[1]))
+
+
+def test_sum_of_squares_matches_numpy_and_flags_every_non_finite_gradient():
+  """The guard's gradient check: sum_i g_i^2 over the tree (float64 numpy reference), NaN or
+  inf as soon as one element is, and inf on a float32 overflow; integer leaves are skipped."""
+  rng = np.random.default_rng(0)
+  tree = {"kernel": rng.standard_normal((37, 5)).astype(np.float32),
+          "bias": rng.standard_normal((5,)).astype(np.float32),
+          "scale": np.float32(1.5), "count": np.arange(3, dtype=np.int32)}
+  want = sum(float(np.sum(np.asarray(x, np.float64) ** 2))
+             for k, x in tree.items() if k != "count")
+  np.testing.assert_allclose(float(jax.jit(sum_of_squares)(tree)), want, rtol=1e-6)
+  for bad in (np.nan, np.inf, -np.inf, 3e19):
+    poisoned = {**tree, "kernel": tree["kernel"].copy()}
+    poisoned["kernel"][4, 2] = bad
+    assert not np.isfinite(float(jax.jit(sum_of_squares)(poisoned))), bad
+  assert float(sum_of_squares({"count": np.arange(3)})) == 0.0

@@ -50,7 +50,7 @@ class Youtube8mTask(DataModuleTask):
     at ~7 GFLOP/s, and the paper-size TM-L step took 13.7-16.5 s with them against 11.3 s
     without (2-core AMD EPYC; README "Speed"). NetVLAD and the attention RNN keep them
     (2.4 against 3.8 s and 7.8 against 9.3 s without)."""
-    if platform == "cpu" and self.config.model.name == "transformer":
+    if platform == "cpu" and self.config.model.get("name") == "transformer":
       return {"xla_cpu_experimental_ynn_fusion_type": ""}
     return {}
 
