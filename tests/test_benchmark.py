@@ -210,3 +210,12 @@ def test_records_of_every_youtube8m_measurement():
 def test_git_commit_outside_a_checkout(tmp_path):
   assert benchmarking.git_commit(str(tmp_path)) == "unknown"
   assert len(benchmarking.git_commit()) in (40, len("unknown"))
+
+
+def test_warm_page_cache_reads_every_matching_file_whole(tmp_path):
+  sizes = {"train-0.tfrecord": 5, "train-1.tfrecord": (1 << 24) + 3}  # one crosses a chunk
+  for name, size in sizes.items():
+    (tmp_path / name).write_bytes(os.urandom(size))
+  (tmp_path / "other.bin").write_bytes(b"x" * 7)  # not matched
+  assert youtube8m_benchmark.warm_page_cache(str(tmp_path / "train-*.tfrecord")) == sum(
+      sizes.values())

@@ -151,8 +151,8 @@ def train_step_benchmark(config, model_name: str, *, batch_size: int, frames: in
     {'model', 'fusion', 'frames'} and the result of `task_train_step_benchmark`: 'batch_size',
     'num_devices', 'params', 'init_s', 'compile_s', 'first_step_s', 'step_s', 'step_min_s',
     'examples_per_s', 'final_loss', 'compiler_options' and, where XLA reports them,
-    'flops_per_step',
-    'bytes_accessed_per_step', 'compiled_temp_mb', 'compiled_argument_mb', 'tflops_per_s'.
+    'flops_per_step', 'bytes_accessed_per_step', 'compiled_temp_mb', 'compiled_argument_mb',
+    'tflops_per_s'.
   """
   config = model_config(config, model_name, batch_size=batch_size, frames=frames)
   family, fusion = config.model.name, config.model.fusion
@@ -214,14 +214,15 @@ def end_to_end_benchmark(config, model_name: str, *, batch_size: int, frames: in
 
 
 def warm_page_cache(pattern: str) -> int:
-  """Reads every file matching `pattern` once and returns the bytes read, so that the input
-  pipelines compared after it read from the OS page cache alike (otherwise the first one to
-  run also pays for the disk)."""
+  """Reads every file matching `pattern` once (logging the amount) and returns the bytes read,
+  so that the input pipelines compared after it read from the OS page cache alike (otherwise
+  the first one to run also pays for the disk)."""
   total = 0
   for path in tfrecord.list_files(pattern):
     with open(path, "rb") as f:
       while chunk := f.read(1 << 24):
         total += len(chunk)
+  log(f"page cache: {total / MB:,.0f} MB of data files read once")
   return total
 
 
@@ -552,7 +553,7 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
 
   log(f"metrics: {metric_videos} x {metric_classes}")
   results["metrics"] = run_phase(metrics_benchmark, metric_videos, metric_classes, metric_batch)
-  log(f"page cache: {warm_page_cache(pattern) / MB:,.0f} MB of data files read once")
+  warm_page_cache(pattern)
   results["pipeline"] = {}
   for threads in THREADS:
     log(f"input pipeline: {pipeline_batches} batches of {batch_size}, {threads} thread(s)")
@@ -592,7 +593,7 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
   if not skip_tf:
     tf_settings = {"feature_sizes": tuple(config.data.feature_sizes),
                    "id_key": config.data.id_key, "labels_key": config.data.labels_key}
-    log(f"page cache: {warm_page_cache(pattern) / MB:,.0f} MB of data files read once")
+    warm_page_cache(pattern)
     results["tf_data"] = {}
     for threads in THREADS:
       log(f"tuned tf.data reader: {pipeline_batches} batches of {batch_size}, {threads} "

@@ -47,9 +47,9 @@ class Youtube8mTask(DataModuleTask):
   def compiler_options(self, platform: str):
     """On the CPU, the Transformer rows compile without XLA's YNNPACK fusions: they fuse the
     attention backward's [B, H, T, T] matmul with the softmax gradient into a kernel that ran
-    at ~7 GFLOP/s, and the paper-size TM-L step took 13.7-16.5 s with them against 11.3 s
-    without (2-core AMD EPYC; README "Speed"). NetVLAD and the attention RNN keep them
-    (2.4 against 3.8 s and 7.8 against 9.3 s without)."""
+    at ~7 GFLOP/s, and the paper-size TM-L step took 13.7-16.5 s with them against 11.3-11.7 s
+    without (2-core AMD EPYC; this folder's README, "Speed"). NetVLAD and the attention RNN
+    keep them (2.4 against 3.8 s and 7.8 against 9.3 s without)."""
     if platform == "cpu" and self.config.model.get("name") == "transformer":
       return {"xla_cpu_experimental_ynn_fusion_type": ""}
     return {}
