@@ -26,6 +26,7 @@ import datetime
 import importlib.metadata
 import json
 import math
+import multiprocessing
 import os
 import platform
 import resource
@@ -127,6 +128,31 @@ def usage_since(start: Mapping[str, float], per: int = 1) -> dict[str, float]:
   """`resource_usage()` minus `start` (an earlier `resource_usage()`), divided by `per` (e.g.
   the steps in between)."""
   return {key: (value - start[key]) / per for key, value in resource_usage().items()}
+
+
+def children_cpu_seconds() -> dict[int, tuple[float, float]]:
+  """{pid: (user, system) CPU seconds so far} of this process's live multiprocessing children
+  (e.g. input reader workers), from /proc/<pid>/stat; {} where that cannot be read (not
+  Linux). getrusage counts children only once they have exited and been waited for."""
+  ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+  out = {}
+  for child in multiprocessing.active_children():
+    try:
+      with open(f"/proc/{child.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      out[child.pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)  # utime, stime
+    except (OSError, ValueError, IndexError):
+      continue
+  return out
+
+
+def children_usage_since(start: Mapping[int, tuple[float, float]]) -> dict[str, float]:
+  """'user_cpu_s' and 'sys_cpu_s' of the children in `start` (a `children_cpu_seconds()`)
+  since then, summed over those still alive."""
+  now = children_cpu_seconds()
+  pids = [pid for pid in start if pid in now]
+  return {"user_cpu_s": sum(now[p][0] - start[p][0] for p in pids),
+          "sys_cpu_s": sum(now[p][1] - start[p][1] for p in pids)}
 
 
 _peak_before_reset = 0  # bytes: the largest peak RSS seen by `reset_peak_rss`

@@ -77,11 +77,13 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
   run = results["end_to_end"]["transformer"]  # a real training run of 3 one-step windows
   assert run["steps"] == 3 and run["window"] == 1
   _positive_numbers(run, ["examples_per_s", "examples_per_s_with_checkpoint", "wall_s"])
-  assert set(results["pipeline"]) == {"threads_1", "threads_2"}
-  for threads, pipeline in zip((1, 2), results["pipeline"].values()):
+  assert list(results["pipeline"]) == ["threads_1", "threads_2", "workers_2"]
+  for (threads, workers), pipeline in zip(((1, 0), (2, 0), (2, 2)),
+                                          results["pipeline"].values()):
     _positive_numbers(pipeline, ["records", "records_per_s", "startup_s", "mean_frames",
                                  "num_records_in_files", "peak_rss_mb", "batch_mb"])
-    assert pipeline["records"] == 12 and pipeline["num_threads"] == threads
+    assert pipeline["records"] == 12 and pipeline["num_workers"] == workers
+    assert workers or pipeline["num_threads"] == threads
     assert pipeline["user_cpu_s"] >= 0 and pipeline["sys_cpu_s"] >= 0
   _positive_numbers(results["metrics"], ["update_s", "compute_s", "total_s", "videos_per_s"])
   assert results["metrics"]["num_videos"] == 500 and results["metrics"]["num_classes"] == 50
@@ -205,6 +207,29 @@ def test_records_of_every_youtube8m_measurement():
   assert {r["timestamp"] for r in records} == {"t"}
   with pytest.raises(ValueError, match="tf_starter/new_s"):
     youtube8m_benchmark.records({**results, "tf_starter": {"new_s": 1.0}}, "youtube8m")
+
+
+def test_pipeline_rows_compare_threads_and_worker_processes_with_tf_data():
+  """Each of our rows is compared with tf.data at as many threads: the worker-process row
+  only adds its ratio (tf.data's figures are printed once, with the threads' row)."""
+  ours = {"records": 8, "mean_frames": 5.0, "batch_mb": 1.0, "user_cpu_s": 0.1,
+          "sys_cpu_s": 0.0, "startup_s": 0.1, "peak_rss_mb": 10.0}
+  tf_data = {f"threads_{n}": {"records_per_s": 100.0 * n, "tf_version": "2.21.0",
+                              "batch_mb": 4.0, "user_cpu_s": 1.0, "sys_cpu_s": 0.5,
+                              "peak_rss_mb": 20.0} for n in (1, 2)}
+  pipeline = {"threads_1": {**ours, "num_threads": 1, "num_workers": 0, "records_per_s": 300.0},
+              "threads_2": {**ours, "num_threads": 2, "num_workers": 0, "records_per_s": 250.0},
+              "workers_2": {**ours, "num_threads": 2, "num_workers": 2, "records_per_s": 700.0}}
+  rows = youtube8m_benchmark._pipeline_rows(  # pylint: disable=protected-access
+      {"pipeline": pipeline, "tf_data": tf_data})
+  sections = [r[0] for r in rows if r[0]]
+  assert sections == [
+      "input, 1 thread: mmjax grain", "input, 1 thread: tuned tf.data (tf 2.21.0)",
+      "input, 2 threads: mmjax grain", "input, 2 threads: tuned tf.data (tf 2.21.0)",
+      "input, 2 worker processes: mmjax grain"]
+  ratios = [r[2] for r in rows if r[1].startswith("mmjax / tf.data")]
+  assert ratios == ["3.00x", "1.25x", "3.50x"]
+  assert rows[-1][1] == "mmjax / tf.data at 2 threads"
 
 
 def test_git_commit_outside_a_checkout(tmp_path):

@@ -1,9 +1,11 @@
 """mmjax.data.buffers: a buffer is reused only when nothing else refers to it."""
 
+import pickle
 import threading
 
 import numpy as np
 
+from mmjax.data import buffers
 from mmjax.data.buffers import BufferPool
 
 
@@ -55,3 +57,25 @@ def test_full_pool_replaces_a_free_buffer_of_another_shape():
   assert d is not c  # c is still held here
   del c
   assert pool.empty((4,), np.uint8).shape == (4,)
+
+
+def test_pools_take_new_arrays_from_the_allocator_and_pickle_empty():
+  """`set_allocator` is where every pool's new arrays come from (reader worker processes use
+  shared memory); a pickled pool (sent to a worker) arrives empty, with its size limit."""
+  made = []
+
+  def allocate(shape, dtype):
+    made.append((shape, np.dtype(dtype)))
+    return np.empty(shape, dtype)
+
+  pool = BufferPool(max_buffers=3)
+  kept = pool.empty((2, 3), np.uint8)
+  buffers.set_allocator(allocate)
+  try:
+    pool.empty((4,), np.float32)
+  finally:
+    buffers.set_allocator(np.empty)
+  assert made == [((4,), np.dtype(np.float32))]
+  copy = pickle.loads(pickle.dumps(pool))
+  assert len(pool) == 2 and len(copy) == 0 and copy._max == 3  # pylint: disable=protected-access
+  del kept

@@ -291,6 +291,71 @@ def test_bad_records_skipped_and_counted(corrupt_dir, caplog):
   assert weights == num_records - 2
 
 
+def _read_all(ds, count):
+  iterator = iter(ds)
+  batches = [next(iterator) for _ in range(count)]
+  return batches, iterator
+
+
+def test_worker_processes_give_the_threads_batches_and_resume(dataset_dir):
+  """data.num_workers = 2 (reader processes, batches in shared memory): the same training
+  batches as reading in this thread, exact set_state, batches held by the consumer (views of
+  the workers' buffers) never overwritten while the workers go on or after they exit, the
+  buffers reused, and the same evaluation pass."""
+  make = lambda **kw: pipeline.make_train_dataset(  # pylint: disable=unnecessary-lambda-assignment
+      make_config(dataset_dir, **kw), batch_size=8, seed=0, process_index=0, process_count=1)
+  expected, reference = _read_all(make(num_threads=0), 16)
+  reference.close()
+  iterator = iter(make(num_workers=2))
+  held = [next(iterator) for _ in range(4)]
+  state = iterator.get_state()
+  for _ in range(12):
+    next(iterator)  # dropped at once: their buffers go back to the workers
+  pool = iterator._parent._pool  # pylint: disable=protected-access
+  assert len(pool._maps) < 2 * 16  # pylint: disable=protected-access
+  iterator.set_state(state)
+  held += [next(iterator) for _ in range(12)]
+  assert_batches_equal(held, expected)
+  iterator.close()
+  assert_batches_equal(held, expected)
+  config = make_config(dataset_dir, num_threads=0)
+  want = list(pipeline.make_eval_dataset(config, batch_size=10, process_index=1, process_count=2))
+  config.num_workers = 2
+  got = list(pipeline.make_eval_dataset(config, batch_size=10, process_index=1, process_count=2))
+  assert_batches_equal(got, want)
+
+
+def test_worker_processes_skip_count_and_raise_bad_records(corrupt_dir, caplog):
+  """Bad records read by worker processes: skipped, the batches the same as with threads
+  (a short chunk is completed in the consumer), counted and logged in the consumer's
+  counter; or raised as the RecordError that names the file and the record."""
+  directory, _ = corrupt_dir
+  config = make_config(directory, skip_bad_records=True, num_threads=2)
+  threads = pipeline.make_train_dataset(config, batch_size=8, seed=0, process_index=0,
+                                        process_count=1)
+  expected, reference = _read_all(threads, 20)
+  reference.close()
+  config.num_workers = 2
+  with caplog.at_level(logging.WARNING, logger="mmjax.data"):
+    ds = pipeline.make_train_dataset(config, batch_size=8, seed=0, process_index=0,
+                                     process_count=1)
+    got, iterator = _read_all(ds, 20)
+    iterator.close()
+  assert_batches_equal(got, expected)
+  assert ds.skip_counter.count >= 3 and ds.skip_counter.good >= 20 * 8
+  assert "record 2: data crc mismatch" in caplog.text
+  config = make_config(directory, num_workers=2,
+                       train_pattern=os.path.join(directory, "train-0000[01]-*.tfrecord"))
+  ds = pipeline.make_train_dataset(config, batch_size=8, seed=0, process_index=0,
+                                   process_count=1)
+  iterator = iter(ds)
+  with pytest.raises(RecordError, match=r"train-0000[01]-of-00003\.tfrecord: record \d+") as error:
+    for _ in range(12):
+      next(iterator)
+  assert "reader worker process" in "".join(error.value.__notes__)
+  iterator.close()
+
+
 def test_missing_files(tmp_path):
   config = make_config(str(tmp_path))
   with pytest.raises(FileNotFoundError, match=r"train-\*\.tfrecord"):

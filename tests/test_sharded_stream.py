@@ -1,5 +1,7 @@
 """The training stream's order and the batch reader (mmjax.data.sharded_stream)."""
 
+import os
+import signal
 import threading
 
 import grain
@@ -49,7 +51,8 @@ def _reader(data_config, *, length=None, batch=4, skip=lambda v: False, fail_at=
 
   return sharded_stream.BatchReader(rows, length, read, collate, batch_size=batch,
                                     num_threads=sharded_stream.num_threads(data_config),
-                                    skip_none=skip_none)
+                                    skip_none=skip_none,
+                                    num_workers=sharded_stream.num_workers(data_config))
 
 
 def _take(iterator, count):
@@ -141,10 +144,51 @@ def test_batch_reader_reads_chunks_concurrently_each_in_one_thread():
   assert len(set.union(*readers.values())) == 2
 
 
+def test_worker_processes_read_skip_resume_and_raise_like_threads():
+  """With data.num_workers processes: the same batches as the threads (skipped records
+  refilled across chunks, which the workers send back as examples), set_state forwards and
+  backwards while chunks are in flight, evaluation padding and its end, and a worker's read
+  error raised at its batch, after the batches before it, with the worker named."""
+  skip = lambda v: v % 7 == 3 or 20 <= v < 27  # pylint: disable=unnecessary-lambda-assignment
+  kept = [v for v in range(300) if not skip(v)]
+  expected = [kept[4 * k:4 * k + 4] for k in range(30)]
+  iterator = iter(_reader({"num_workers": 2}, skip=skip))
+  states, batches = [], []
+  for _ in range(10):
+    states.append(iterator.get_state())
+    batches.append(next(iterator).tolist())
+  assert batches == expected[:10]
+  for k in (7, 2, 9):
+    iterator.set_state(states[k])
+    assert [b.tolist() for b in _take(iterator, 4)] == expected[k:k + 4]
+  iterator.close()
+  ds = _reader({"num_workers": 2}, length=10, skip=lambda v: v == 5, skip_none=False)
+  assert [b.tolist() for b in iter(ds)] == [[0, 1, 2, 3], [4, -1, 6, 7], [8, 9]]
+  iterator = iter(_reader({"num_workers": 2}, fail_at=9))
+  assert [b.tolist() for b in _take(iterator, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+  with pytest.raises(ValueError, match="bad record 9") as error:
+    next(iterator)
+  assert "in reader worker process mmjax-read-0" in "".join(error.value.__notes__)
+  iterator.close()
+
+
+def test_a_killed_worker_process_is_an_error_not_a_hang():
+  iterator = iter(_reader({"num_workers": 1}, skip_none=False))
+  assert next(iterator).tolist() == [0, 1, 2, 3]
+  worker = iterator._pool._workers[0].process  # pylint: disable=protected-access
+  os.kill(worker.pid, signal.SIGKILL)
+  worker.join(30)
+  with pytest.raises(RuntimeError, match=r"mmjax-read-0 \(pid \d+\) exited with code -9"):
+    _take(iterator, 3)
+  iterator.close()
+
+
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
 def test_num_threads_config_errors_name_the_key(value):
   with pytest.raises(ValueError, match="data.num_threads"):
     sharded_stream.num_threads({"num_threads": value})
+  with pytest.raises(ValueError, match="data.num_workers"):
+    sharded_stream.num_workers({"num_workers": value})
 
 
 def test_prefetch_counts_the_reader_threads_and_starting_it_keeps_the_order():

@@ -183,3 +183,27 @@ def test_skip_counter_logs(caplog):
   counter.add(RecordError("/f", 3, "bad"))
   assert counter.take_window() == (1, 0) and counter.take_window() == (0, 0)
   assert pickle.loads(pickle.dumps(counter)).count == 4
+
+
+def test_skip_counter_deltas_carry_a_copys_counts_to_the_original(caplog):
+  """A reader worker process counts in a pickled copy; `take_delta` gives what it counted
+  since it was copied (then since the last delta) and `add_delta` adds that to the
+  original, logging the messages as `add` does."""
+  original = tfrecord.SkipCounter(max_examples=2)
+  original.add("before the copy")
+  copy = pickle.loads(pickle.dumps(original))
+  assert copy.take_delta() == (0, 0, [])
+  copy.add("f: record 3: bad")
+  copy.add_good()
+  copy.add_good()
+  delta = copy.take_delta()
+  assert delta == (1, 2, ["f: record 3: bad"])
+  for _ in range(3):
+    copy.add("later")  # past max_examples: counted, not kept
+  assert copy.take_delta() == (3, 0, [])
+  with caplog.at_level(logging.WARNING, logger="mmjax.data"):
+    original.add_delta(delta)
+    original.add_delta((3, 0, []))
+  assert (original.count, original.good) == (5, 2)
+  assert original.examples == ["before the copy", "f: record 3: bad"]
+  assert "f: record 3: bad" in caplog.text

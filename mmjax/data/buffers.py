@@ -17,11 +17,22 @@ import threading
 
 import numpy as np
 
-__all__ = ["BufferPool"]
+__all__ = ["BufferPool", "set_allocator"]
 
 # Where the pool alone refers to a buffer, sys.getrefcount sees: the pool's list, the loop
 # variable and getrefcount's own argument.
 _FREE_REFCOUNT = 3
+
+# Where every pool of this process gets new arrays: np.empty, or (in a reader worker process,
+# `mmjax.data.reader_processes`) arrays in shared memory that the consumer process maps.
+_allocate = np.empty
+
+
+def set_allocator(allocate) -> None:
+  """Makes every `BufferPool` of this process get its new arrays from `allocate(shape,
+  dtype)` (default np.empty)."""
+  global _allocate
+  _allocate = allocate
 
 
 class BufferPool:
@@ -37,6 +48,12 @@ class BufferPool:
     self._max = max_buffers
     self._lock = threading.Lock()
 
+  def __getstate__(self):
+    return {"_max": self._max}  # a copy in another process starts empty
+
+  def __setstate__(self, state):
+    self.__init__(state["_max"])
+
   def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised array of `shape` and `dtype`: a kept one that nothing else refers to
     any more, or a new one (kept if there is room)."""
@@ -50,7 +67,7 @@ class BufferPool:
         if buf.shape == shape and buf.dtype == dtype:
           return buf
         free_other = i if free_other is None else free_other
-      new = np.empty(shape, dtype)
+      new = _allocate(shape, dtype)
       if len(self._buffers) < self._max:
         self._buffers.append(new)
       elif free_other is not None:

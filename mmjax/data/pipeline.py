@@ -205,7 +205,8 @@ def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
   Every epoch is a fresh global permutation of all records (a function of `seed` and the
   epoch); process p of P takes positions p, p + P, ... of it, so the processes read disjoint
   records that together cover the epoch. Reading and parsing run in `data.num_threads`
-  threads of this process (no multiprocessing); the output order does not depend on them.
+  threads of this process, or in `data.num_workers` worker processes; the output order does
+  not depend on them.
 
   Args:
     data_config: `config.data` (keys train_pattern, level, id_key, labels_key, num_classes,
@@ -243,7 +244,7 @@ def make_train_dataset(data_config: Any, *, batch_size: int, seed: int,
       index.entries, _ReadAndParse(index.files, spec, skip, counter),
       functools.partial(spec.collate, buffers=buffers.BufferPool()), data_config,
       batch_size=batch_size, seed=seed, process_index=process_index,
-      process_count=process_count, skips=skip)
+      process_count=process_count, skips=skip, skip_counter=counter)
   ds.skip_counter = counter
   ds.spec = spec
   ds.num_records = len(index)
@@ -283,7 +284,8 @@ def make_eval_dataset(data_config: Any, *, batch_size: int, process_index: int |
   ds = sharded_stream.eval_batches(
       index.entries, _ReadAndParse(index.files, spec, skip, counter),
       functools.partial(spec.collate, buffers=buffers.BufferPool()), data_config,
-      batch_size=batch_size, process_index=process_index, process_count=process_count)
+      batch_size=batch_size, process_index=process_index, process_count=process_count,
+      skip_counter=counter)
   ds.skip_counter = counter
   ds.spec = spec
   return ds

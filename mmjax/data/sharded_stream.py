@@ -12,8 +12,9 @@ each JAX process reads, in which order:
 * evaluation (`eval_entries`): one pass in order, a contiguous block per process, padded with
   -1 entries so that every process yields the same number of batches.
 
-Batches are read by `BatchReader`: each of data.num_threads threads reads, parses and collates
-a whole batch's records (no per-record hand-offs between threads), batches in stream order.
+Batches are read by `BatchReader`: each of data.num_threads threads (or data.num_workers
+processes) reads, parses and collates a whole batch's records (no per-record hand-offs between
+readers), batches in stream order.
 
 Everything is a pure function of (entries, seed, process index/count), so an iterator's
 `get_state()` (a few integers) restores it exactly.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import atexit
 import collections
 import concurrent.futures
+import functools
 import sys
 import weakref
 from typing import Any, Callable, NamedTuple
@@ -31,10 +33,13 @@ from typing import Any, Callable, NamedTuple
 import grain
 import numpy as np
 
+from mmjax.data import reader_processes
+from mmjax.data.tfrecord import SkipCounter
+
 __all__ = [
     "BatchReader", "config_int", "config_value", "eval_batches", "eval_entries", "eval_num_batches",
-    "indexed_dataset", "positive_int", "prefetch", "num_threads", "process_info", "shuffle_seed",
-    "train_batches", "train_stream", "TrainStream",
+    "indexed_dataset", "num_threads", "num_workers", "positive_int", "prefetch", "process_info",
+    "read_chunk", "shuffle_seed", "train_batches", "train_stream", "TrainStream",
 ]
 
 
@@ -190,6 +195,12 @@ def num_threads(data_config: Any) -> int:
   return config_int(data_config, "num_threads", minimum=0, default=2)
 
 
+def num_workers(data_config: Any) -> int:
+  """data.num_workers (default 0): worker processes that read batches instead of threads
+  (`mmjax.data.reader_processes`; 0: data.num_threads threads)."""
+  return config_int(data_config, "num_workers", minimum=0, default=0)
+
+
 class _Chunk(NamedTuple):
   """What a reader thread makes of the positions [start, stop) of a stream."""
   start: int
@@ -199,11 +210,12 @@ class _Chunk(NamedTuple):
 
 
 class BatchReader(grain.IterDataset):
-  """Batches read by whole chunks of consecutive stream positions, one chunk per thread.
+  """Batches read by whole chunks of consecutive stream positions, one chunk per reader.
 
-  Each of `num_threads` threads reads the `batch_size` positions of one chunk (rows -> `read`
-  per row) and collates them into a batch in the same thread, so reading, parsing and copying
-  into the batch run without per-record hand-offs; the chunks come back in stream order. The
+  Each of `num_threads` threads (or `num_workers` processes) reads the `batch_size` positions
+  of one chunk (rows -> `read` per row) and collates them into a batch in the same thread, so
+  reading, parsing and copying into the batch run without per-record hand-offs; the chunks
+  come back in stream order, whatever the number of readers. The
   iterator's state is `{'next_index': n}`, the number of stream positions consumed by the
   batches returned so far, as for grain's per-record pipelines, so it restores exactly.
 
@@ -214,6 +226,11 @@ class BatchReader(grain.IterDataset):
     collate: list of examples -> batch.
     batch_size: examples per batch.
     num_threads: reader threads (0: read in the thread that asks for the batch).
+    num_workers: reader processes instead of threads, when > 0 (`reader_processes`: the
+      batches reach this process through shared memory; `rows`, `read` and `collate` are
+      pickled to each worker with cloudpickle).
+    skip_counter: the `SkipCounter` that `read` counts skipped records in, if any: with
+      worker processes, it receives their counts.
     skip_none: training: None examples are dropped and the batch is filled from the positions
       after it (a chunk that comes up short is completed from the next ones, so the reader
       threads keep their examples, a chunk's record bytes, until its batch is out). False
@@ -222,54 +239,68 @@ class BatchReader(grain.IterDataset):
 
   def __init__(self, rows: Callable[[int, int], np.ndarray], length: int | None,
                read: Callable[[np.ndarray], Any], collate: Callable[[list], Any], *,
-               batch_size: int, num_threads: int, skip_none: bool):
+               batch_size: int, num_threads: int, skip_none: bool, num_workers: int = 0,
+               skip_counter: SkipCounter | None = None):
     super().__init__()
     self.rows, self.length, self.read, self.collate = rows, length, read, collate
     self.batch_size, self.num_threads, self.skip_none = batch_size, num_threads, skip_none
+    self.num_workers, self.skip_counter = num_workers, skip_counter
+
+  @property
+  def readers(self) -> int:
+    """Chunks read at the same time: the worker processes, else the threads."""
+    return self.num_workers or self.num_threads
 
   def __iter__(self) -> "_BatchReadIterator":
     return _BatchReadIterator(self)
 
   def __str__(self) -> str:
     return (f"BatchReader(batch_size={self.batch_size}, num_threads={self.num_threads}, "
-            f"skip_none={self.skip_none})")
+            f"num_workers={self.num_workers}, skip_none={self.skip_none})")
+
+
+def read_chunk(reader: BatchReader, start: int) -> _Chunk:
+  """Reads and collates the chunk of `reader`'s stream at position `start` (in a reader
+  thread, a worker process, or the consumer's thread)."""
+  count = reader.batch_size
+  if reader.length is not None:
+    count = max(0, min(count, reader.length - start))
+  examples = [reader.read(row) for row in reader.rows(start, count)] if count else []
+  if not reader.skip_none:
+    return _Chunk(start, start + count, reader.collate(examples) if examples else None, [])
+  kept = [(start + i, ex) for i, ex in enumerate(examples) if ex is not None]
+  batch = reader.collate([ex for _, ex in kept]) if len(kept) == reader.batch_size else None
+  return _Chunk(start, start + count, batch, kept)
 
 
 class _BatchReadIterator(grain.DatasetIterator):
-  """`BatchReader`'s iterator: `num_threads` chunks in flight, returned in order."""
+  """`BatchReader`'s iterator: `reader.readers` chunks in flight, returned in order."""
 
   def __init__(self, reader: BatchReader):
     super().__init__()
     self._reader = reader
-    self._pool = (concurrent.futures.ThreadPoolExecutor(reader.num_threads,
-                                                        thread_name_prefix="mmjax-read")
-                  if reader.num_threads > 0 else None)
+    self._pool = None
+    if reader.num_workers > 0:
+      self._pool = reader_processes.WorkerPool(read_chunk, reader, reader.num_workers)
+      self._submit = self._pool.submit
+    elif reader.num_threads > 0:
+      self._pool = concurrent.futures.ThreadPoolExecutor(reader.num_threads,
+                                                         thread_name_prefix="mmjax-read")
+      self._submit = functools.partial(self._pool.submit, read_chunk, reader)
     self._position = 0  # positions consumed by the batches returned so far
     self._pending = collections.deque()  # chunk futures, in stream order
     self._next_chunk = 0  # start of the next chunk to submit
     self._carry = []  # [(position, example)] read but not yet batched (skip_none only)
     self._carry_stop = 0  # the position after the chunks that `_carry` came from
 
-  def _read_chunk(self, start: int) -> _Chunk:
-    reader = self._reader
-    count = reader.batch_size
-    if reader.length is not None:
-      count = max(0, min(count, reader.length - start))
-    examples = [reader.read(row) for row in reader.rows(start, count)] if count else []
-    if not reader.skip_none:
-      return _Chunk(start, start + count, reader.collate(examples) if examples else None, [])
-    kept = [(start + i, ex) for i, ex in enumerate(examples) if ex is not None]
-    batch = reader.collate([ex for _, ex in kept]) if len(kept) == reader.batch_size else None
-    return _Chunk(start, start + count, batch, kept)
-
   def _take(self) -> _Chunk:
-    """The next chunk in stream order (keeping `num_threads` chunks in flight)."""
+    """The next chunk in stream order (keeping `reader.readers` chunks in flight)."""
     if self._pool is None:
-      chunk = self._read_chunk(self._next_chunk)
+      chunk = read_chunk(self._reader, self._next_chunk)
       self._next_chunk = chunk.start + self._reader.batch_size
       return chunk
-    while len(self._pending) < self._reader.num_threads:
-      self._pending.append(self._pool.submit(self._read_chunk, self._next_chunk))
+    while len(self._pending) < self._reader.readers:
+      self._pending.append(self._submit(self._next_chunk))
       self._next_chunk += self._reader.batch_size
     return self._pending.popleft().result()
 
@@ -287,6 +318,8 @@ class _BatchReadIterator(grain.DatasetIterator):
       if chunk.batch is not None:
         self._position = chunk.stop
         return chunk.batch
+      if self._reader.num_workers:
+        return self._complete_here(chunk)
       self._carry, self._carry_stop = chunk.kept, chunk.stop
     while len(self._carry) < size:
       chunk = self._take()
@@ -297,6 +330,28 @@ class _BatchReadIterator(grain.DatasetIterator):
     taken, self._carry = self._carry[:size], self._carry[size:]
     self._position = self._carry[0][0] if self._carry else self._carry_stop
     return self._reader.collate([ex for _, ex in taken])
+
+  def _complete_here(self, chunk: _Chunk):
+    """Worker processes: a chunk short of a batch (skipped records) is completed from the
+    positions after it, read in this thread, and the chunks restart after the last one used.
+    The same batches as the threads' carry (the first `batch_size` examples from the
+    position), without sending every later chunk's examples between processes; the chunks
+    in flight are dropped, so many bad records make the workers redo work."""
+    reader = self._reader
+    if chunk.stop == chunk.start:  # the end of a finite stream
+      raise StopIteration
+    examples = [ex for _, ex in chunk.kept]
+    position = chunk.stop
+    while len(examples) < reader.batch_size:
+      if reader.length is not None and position >= reader.length:
+        raise StopIteration
+      example = reader.read(reader.rows(position, 1)[0])
+      position += 1
+      if example is not None:
+        examples.append(example)
+    self._drop_pending()
+    self._position = self._next_chunk = position
+    return reader.collate(examples)
 
   def get_state(self) -> dict:
     return {"next_index": self._position}
@@ -315,7 +370,9 @@ class _BatchReadIterator(grain.DatasetIterator):
     if self._closed:
       return
     self._drop_pending()
-    if self._pool is not None:
+    if isinstance(self._pool, reader_processes.WorkerPool):
+      self._pool.close()
+    elif self._pool is not None:
       self._pool.shutdown(wait=False, cancel_futures=True)
     super().close()
 
@@ -367,35 +424,38 @@ class _ThreadPrefetchIterDataset(grain.experimental.ThreadPrefetchIterDataset):
 
 
 def prefetch(ds: BatchReader, data_config: Any) -> grain.IterDataset:
-  """`ds` read ahead by max(data.prefetch_batches (default 2), data.num_threads) batches in all:
-  the reader threads already hold data.num_threads batches ahead, and a prefetch thread holds
-  the rest, if any."""
+  """`ds` read ahead by max(data.prefetch_batches (default 2), `ds.readers`) batches in all:
+  the readers (threads or processes) already hold `ds.readers` batches ahead, and a prefetch
+  thread holds the rest, if any."""
   # Always wrapped (0 = no prefetch thread): grain would otherwise inject its own.
-  extra = int(config_value(data_config, "prefetch_batches", 2)) - ds.num_threads
+  extra = int(config_value(data_config, "prefetch_batches", 2)) - ds.readers
   return _ThreadPrefetchIterDataset(ds, prefetch_buffer_size=max(0, extra))
 
 
 def train_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
                   collate: Callable[[list], Any], data_config: Any, *, batch_size: int,
                   seed: int, process_index: int, process_count: int,
-                  skips: bool = False) -> grain.IterDataset:
+                  skips: bool = False,
+                  skip_counter: SkipCounter | None = None) -> grain.IterDataset:
   """The infinite, shuffled training batches of this process.
 
   `train_stream` -> chunks of `batch_size` positions, each read (`read` per entry) and collated
-  by one of data.num_threads threads (`BatchReader`) -> data.prefetch_batches batches of thread
-  prefetch. The iterator supports `get_state()`/`set_state()` and resumes exactly.
+  by one of data.num_threads threads or data.num_workers processes (`BatchReader`) ->
+  data.prefetch_batches batches of thread prefetch. The iterator supports
+  `get_state()`/`set_state()` and resumes exactly.
 
   Args:
     entries: [N, ...] array, one row per record.
     read: entry row -> example; None to skip the record, where `skips`.
     collate: list of `batch_size` examples -> batch.
-    data_config: `config.data` (keys num_threads, prefetch_batches).
+    data_config: `config.data` (keys num_threads, num_workers, prefetch_batches).
     batch_size: examples per batch of this process.
     seed: shuffle seed.
     process_index: this process.
     process_count: number of processes.
     skips: `read` may return None (a skipped bad record): the batch is then filled from the
       records after it. False: every read returns an example.
+    skip_counter: the `SkipCounter` that `read` counts in, if any (see `BatchReader`).
 
   Returns:
     A `grain.IterDataset` of batches.
@@ -403,23 +463,27 @@ def train_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
   stream = train_stream(entries, seed=seed, process_index=process_index,
                         process_count=process_count, batch_size=batch_size)
   ds = BatchReader(stream.rows, None, read, collate, batch_size=batch_size,
-                   num_threads=num_threads(data_config), skip_none=skips)
+                   num_threads=num_threads(data_config), skip_none=skips,
+                   num_workers=num_workers(data_config), skip_counter=skip_counter)
   return prefetch(ds, data_config)
 
 
 def eval_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
                  collate: Callable[[list], Any], data_config: Any, *, batch_size: int,
-                 process_index: int, process_count: int) -> grain.IterDataset:
+                 process_index: int, process_count: int,
+                 skip_counter: SkipCounter | None = None) -> grain.IterDataset:
   """One evaluation pass of this process (see `eval_entries`), in batches.
 
   Args:
     entries: [M, ...] array, one row per record, in evaluation order.
     read: entry row -> example; it must return None for padding rows (all -1).
     collate: list of `batch_size` examples, None for padding -> batch (padding weight 0).
-    data_config: `config.data` (keys eval_max_examples, num_threads, prefetch_batches).
+    data_config: `config.data` (keys eval_max_examples, num_threads, num_workers,
+      prefetch_batches).
     batch_size: examples per batch of this process.
     process_index: this process.
     process_count: number of processes.
+    skip_counter: the `SkipCounter` that `read` counts in, if any (see `BatchReader`).
 
   Returns:
     A finite `grain.IterDataset` of batches with attributes `.num_batches` (the same on every
@@ -430,7 +494,8 @@ def eval_batches(entries: np.ndarray, read: Callable[[np.ndarray], Any],
                                           process_index=process_index,
                                           process_count=process_count, max_examples=max_examples)
   ds = BatchReader(lambda start, count: padded[start:start + count], len(padded), read, collate,
-                   batch_size=batch_size, num_threads=num_threads(data_config), skip_none=False)
+                   batch_size=batch_size, num_threads=num_threads(data_config), skip_none=False,
+                   num_workers=num_workers(data_config), skip_counter=skip_counter)
   ds = prefetch(ds, data_config)
   ds.num_batches = num_batches
   ds.num_examples = num

@@ -345,6 +345,7 @@ class SkipCounter:
     self.good = 0
     self.examples: list[str] = []
     self._window_start = (0, 0)
+    self._sent = (0, 0, 0)  # (count, good, len(examples)) at the last `take_delta`
     self._lock = threading.Lock()
 
   def __getstate__(self):
@@ -354,6 +355,7 @@ class SkipCounter:
 
   def __setstate__(self, state):
     self.__dict__.update(state)
+    self._sent = (self.count, self.good, len(self.examples))  # deltas of the copy start here
     self._lock = threading.Lock()
 
   def add(self, error: Exception | str) -> None:
@@ -375,6 +377,25 @@ class SkipCounter:
     """Counts one record read and parsed successfully."""
     with self._lock:
       self.good += 1
+
+  def take_delta(self) -> tuple[int, int, list[str]]:
+    """(bad, good, new example messages) since the previous call, or since this copy was
+    made (unpickled): what a reader worker process sends to the consumer's counter."""
+    with self._lock:
+      count, good, shown = self._sent
+      delta = (self.count - count, self.good - good, self.examples[shown:])
+      self._sent = (self.count, self.good, len(self.examples))
+    return delta
+
+  def add_delta(self, delta: tuple[int, int, list[str]]) -> None:
+    """Adds another copy's `take_delta()`: its messages as `add` does (logged while among the
+    first `max_examples`), the rest of its counts silently."""
+    bad, good, messages = delta
+    for message in messages:
+      self.add(message)
+    with self._lock:
+      self.count += bad - len(messages)
+      self.good += good
 
   def take_window(self) -> tuple[int, int]:
     """(bad, good) records since the previous call (since creation for the first)."""

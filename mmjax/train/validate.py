@@ -42,6 +42,7 @@ RULES: List[Tuple[str, Check]] = [
     ("optimizer.end_learning_rate_factor", FRACTION),
     ("*dropout_rate", PROBABILITY),
     ("data.num_threads", INT_AT_LEAST_1),
+    ("data.num_workers", INT_AT_LEAST_0),
     ("data.prefetch_batches", INT_AT_LEAST_0),
     ("data.eval_max_examples", INT_AT_LEAST_0),
     ("data.synthetic.seed", INT_AT_LEAST_0),

@@ -53,7 +53,8 @@ TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
 # Units of this suite's results keys (None: a setting or a sanity value), see
 # `mmjax.benchmarking.to_records`; the train step's keys are in `mmjax.benchmarking.UNITS`.
 UNITS: dict[str, str | None] = {
-    "frames": None, "fusion": None, "batches": None, "num_threads": None, "num_files": None,
+    "frames": None, "fusion": None, "batches": None, "num_threads": None, "num_workers": None,
+    "num_files": None,
     "num_records_in_files": None, "num_videos": None, "num_classes": None, "batch": None,
     "gap": None,
     "records": "records", "mean_frames": "frames", "startup_s": "s", "seconds": "s",
@@ -227,7 +228,8 @@ def warm_page_cache(pattern: str) -> int:
 
 
 def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batches: int,
-                             num_threads: int | None = None) -> dict[str, Any]:
+                             num_threads: int | None = None,
+                             num_workers: int | None = None) -> dict[str, Any]:
   """Records/s of mmjax's grain training pipeline over the files matching `pattern`.
 
   The pipeline is `mmjax.data.pipeline.make_train_dataset(config.data, ...)` with
@@ -246,14 +248,18 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
     pattern: TFRecord file pattern (frame-level YouTube-8M).
     batch_size: records per batch.
     num_batches: timed batches (the dataset repeats, so any number works).
-    num_threads: overrides data.num_threads (grain read/parse threads) when given.
+    num_threads: overrides data.num_threads (reader threads) when given.
+    num_workers: overrides data.num_workers (reader processes, used instead of the threads
+      when > 0) when given.
 
   Returns:
-    {'records', 'batches', 'batch_size', 'num_threads', 'num_files', 'num_records_in_files',
-    'mean_frames', 'startup_s', 'seconds', 'records_per_s', 'mb_per_s', 'batch_mb'} and the
-    process's resource use over the timed batches (`mmjax.benchmarking.resource_usage`);
-    mean_frames is the mean count of real frames per record, batch_mb the bytes of one batch
-    and mb_per_s the batch bytes produced per second.
+    {'records', 'batches', 'batch_size', 'num_threads', 'num_workers', 'num_files',
+    'num_records_in_files', 'mean_frames', 'startup_s', 'seconds', 'records_per_s',
+    'mb_per_s', 'batch_mb'} and the process's resource use over the timed batches
+    (`mmjax.benchmarking.resource_usage`; 'user_cpu_s' and 'sys_cpu_s' include the reader
+    processes', `benchmarking.children_usage_since`); mean_frames is the mean count of real
+    frames per record, batch_mb the bytes of one batch and mb_per_s the batch bytes produced
+    per second.
   """
   if num_batches < 1:
     raise ValueError(f"num_batches must be >= 1, got {num_batches}")
@@ -262,6 +268,8 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
     data_config.train_pattern = pattern
     if num_threads is not None:
       data_config.num_threads = int(num_threads)
+    if num_workers is not None:
+      data_config.num_workers = int(num_workers)
   start = time.perf_counter()
   ds = pipeline.make_train_dataset(data_config, batch_size=batch_size, seed=0, process_index=0,
                                    process_count=1)
@@ -270,19 +278,22 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
   startup_s = time.perf_counter() - start
   frames = 0.0
   batch_bytes = sum(x.nbytes for x in batch.values())
-  usage = benchmarking.resource_usage()
+  usage, children = benchmarking.resource_usage(), benchmarking.children_cpu_seconds()
   start = time.perf_counter()
   for _ in range(num_batches):
     batch = next(iterator)
     frames += float(batch["mask"].sum())
   seconds = time.perf_counter() - start
   usage = benchmarking.usage_since(usage)
+  for key, value in benchmarking.children_usage_since(children).items():
+    usage[key] += value
   if hasattr(iterator, "close"):
     iterator.close()
   records = num_batches * batch_size
   return {
       "records": records, "batches": num_batches, "batch_size": batch_size,
-      "num_threads": int(data_config.num_threads),
+      "num_threads": int(data_config.get("num_threads", 2)),
+      "num_workers": int(data_config.get("num_workers", 0)),
       "num_files": len(tfrecord.list_files(pattern)), "num_records_in_files": ds.num_records,
       "mean_frames": frames / records, "startup_s": startup_s, "seconds": seconds,
       "records_per_s": records / seconds, "mb_per_s": num_batches * batch_bytes / MB / seconds,
@@ -559,7 +570,12 @@ def run_suite(config, *, batch_size: int, frames: int, steps: int, warmup: int,
     log(f"input pipeline: {pipeline_batches} batches of {batch_size}, {threads} thread(s)")
     results["pipeline"][f"threads_{threads}"] = run_phase(
         input_pipeline_benchmark, config, pattern, batch_size=batch_size,
-        num_batches=pipeline_batches, num_threads=threads)
+        num_batches=pipeline_batches, num_threads=threads, num_workers=0)
+  log(f"input pipeline: {pipeline_batches} batches of {batch_size}, {THREADS[-1]} worker "
+      "processes")
+  results["pipeline"][f"workers_{THREADS[-1]}"] = run_phase(
+      input_pipeline_benchmark, config, pattern, batch_size=batch_size,
+      num_batches=pipeline_batches, num_workers=THREADS[-1])
   results["train"] = {}
   for model in models:
     log(f"train step: {model}, batch {batch_size}, {frames} frames")
@@ -660,11 +676,15 @@ def _step_comparison_rows(results: dict) -> list:
 
 
 def _pipeline_rows(results: dict) -> list:
-  """Ours and tuned tf.data at each thread count, with the ratio (ours / tf.data)."""
+  """Ours (threads, then worker processes) and tuned tf.data with as many threads, with the
+  ratio (ours / tf.data)."""
   rows = []
   tf_data = results.get("tf_data") or {}
-  for key, ours in results["pipeline"].items():
-    threads = f"{ours['num_threads']} thread" + ("s" if ours["num_threads"] != 1 else "")
+  for ours in results["pipeline"].values():
+    workers = ours.get("num_workers", 0)
+    count = workers or ours["num_threads"]
+    threads = f"{count} " + ("worker process" if workers else "thread") + (
+        "es" if workers and count != 1 else "s" if count != 1 else "")
     rows += [(f"input, {threads}: mmjax grain", "throughput",
               fmt(ours["records_per_s"], " records/s")),
              ("", "records (mean real frames)",
@@ -674,11 +694,16 @@ def _pipeline_rows(results: dict) -> list:
               f"{fmt(ours['sys_cpu_s'], ' s')}"),
              ("", "startup (index + 1st batch)", fmt(ours["startup_s"], " s")),
              ("", "process peak RSS in phase", fmt(ours["peak_rss_mb"], " MB"))]
-    reference = tf_data.get(key)
+    reference = tf_data.get(f"threads_{count}")
+    tf_threads = f"{count} thread" + ("s" if count != 1 else "")
     if reference is None:
-      rows.append((f"input, {threads}: tuned tf.data", "throughput", "skipped"))
+      rows.append((f"input, {tf_threads}: tuned tf.data", "throughput", "skipped"))
       continue
-    rows += [(f"input, {threads}: tuned tf.data (tf {reference['tf_version']})", "throughput",
+    if workers:  # the same tf.data figures as the threads' comparison: only the ratio
+      rows.append(("", f"mmjax / tf.data at {tf_threads}",
+                   f"{ours['records_per_s'] / reference['records_per_s']:.2f}x"))
+      continue
+    rows += [(f"input, {tf_threads}: tuned tf.data (tf {reference['tf_version']})", "throughput",
               fmt(reference["records_per_s"], " records/s")),
              ("", "batch (float32 frames)", fmt(reference["batch_mb"], " MB")),
              ("", "CPU user + system", f"{fmt(reference['user_cpu_s'], ' s')} + "
