@@ -200,27 +200,25 @@ class _Worker:
 
 
 class _PendingChunk:
-  """A chunk submitted to a worker (`concurrent.futures.Future`'s `result` and `cancel`)."""
+  """A chunk submitted to a worker (`concurrent.futures.Future`'s `result` and `cancel`); the
+  pool sets its value (a chunk or an exception) when the worker's answer arrives."""
 
   def __init__(self, pool: "WorkerPool", worker: _Worker, start: int):
     self._pool, self._worker, self.start = pool, worker, start
-    self._cancelled = False
-    self._done = False
-    self._value = None
+    self.cancelled = False
+    self.done = False
+    self.value = None
 
   def cancel(self) -> bool:
-    self._cancelled = True
+    self.cancelled = True
     return True
 
   def result(self):
-    while not self._done:
+    while not self.done:
       self._pool.receive_next(self._worker)
-    if isinstance(self._value, BaseException):
-      raise self._value
-    return self._value
-
-  def _set(self, value) -> None:
-    self._value, self._done = value, True
+    if isinstance(self.value, BaseException):
+      raise self.value
+    return self.value
 
 
 class WorkerPool:
@@ -260,18 +258,22 @@ class WorkerPool:
     start, (kind, *value) = worker.receive(pending.start)
     assert start == pending.start, (start, pending.start)
     worker.expected.popleft()
+    pending.done = True
     if kind == "error":
       value[0].add_note(f"(in reader worker process {worker.process.name})")
-      pending._set(value[0])  # pylint: disable=protected-access
+      pending.value = value[0]
       return
     chunk, delta = value
-    # A dropped chunk's records are read again where the stream restarts: counted there.
-    if self._counter is not None and delta is not None and not pending._cancelled:  # pylint: disable=protected-access
+    if pending.cancelled:
+      # Nobody takes it: its buffers go straight back to the worker, and its records, read
+      # again where the stream restarts, are counted there.
+      names = []
+      _map_tree(chunk, lambda leaf: isinstance(leaf, _Shared) and names.append(leaf.name))
+      worker.tasks.put(("release", names))
+      return
+    if self._counter is not None and delta is not None:
       self._counter.add_delta(delta)
-    pending._set(_map_tree(chunk, lambda leaf: self._view(leaf, worker)))  # pylint: disable=protected-access
-    if pending._cancelled:  # pylint: disable=protected-access
-      pending._set(None)  # pylint: disable=protected-access
-      self._release_unreferenced()
+    pending.value = _map_tree(chunk, lambda leaf: self._view(leaf, worker))
 
   def _view(self, leaf: Any, worker: _Worker) -> Any:
     if not isinstance(leaf, _Shared):

@@ -202,7 +202,7 @@ def num_workers(data_config: Any) -> int:
 
 
 class _Chunk(NamedTuple):
-  """What a reader thread makes of the positions [start, stop) of a stream."""
+  """What a reader (thread or process) makes of the positions [start, stop) of a stream."""
   start: int
   stop: int
   batch: Any  # collate(examples), or None when the chunk is short of a full batch
@@ -282,11 +282,12 @@ class _BatchReadIterator(grain.DatasetIterator):
     self._pool = None
     if reader.num_workers > 0:
       self._pool = reader_processes.WorkerPool(read_chunk, reader, reader.num_workers)
-      self._submit = self._pool.submit
+      self._submit, self._shutdown = self._pool.submit, self._pool.close
     elif reader.num_threads > 0:
       self._pool = concurrent.futures.ThreadPoolExecutor(reader.num_threads,
                                                          thread_name_prefix="mmjax-read")
       self._submit = functools.partial(self._pool.submit, read_chunk, reader)
+      self._shutdown = functools.partial(self._pool.shutdown, wait=False, cancel_futures=True)
     self._position = 0  # positions consumed by the batches returned so far
     self._pending = collections.deque()  # chunk futures, in stream order
     self._next_chunk = 0  # start of the next chunk to submit
@@ -370,10 +371,8 @@ class _BatchReadIterator(grain.DatasetIterator):
     if self._closed:
       return
     self._drop_pending()
-    if isinstance(self._pool, reader_processes.WorkerPool):
-      self._pool.close()
-    elif self._pool is not None:
-      self._pool.shutdown(wait=False, cancel_futures=True)
+    if self._pool is not None:
+      self._shutdown()
     super().close()
 
   def __str__(self) -> str:

@@ -45,7 +45,7 @@ import numpy as np
 from mmjax import benchmarking
 from mmjax import metrics as mm_metrics
 from mmjax.benchmarking import MB, fmt, log, run_phase
-from mmjax.data import pipeline, tfrecord, youtube8m
+from mmjax.data import pipeline, sharded_stream, tfrecord, youtube8m
 from mmjax.projects.youtube8m.model import dequantize_frames
 
 TF_MISSING = "tensorflow not installed: pip install tensorflow-cpu to compare"
@@ -292,8 +292,8 @@ def input_pipeline_benchmark(config, pattern: str, *, batch_size: int, num_batch
   records = num_batches * batch_size
   return {
       "records": records, "batches": num_batches, "batch_size": batch_size,
-      "num_threads": int(data_config.get("num_threads", 2)),
-      "num_workers": int(data_config.get("num_workers", 0)),
+      "num_threads": sharded_stream.num_threads(data_config),
+      "num_workers": sharded_stream.num_workers(data_config),
       "num_files": len(tfrecord.list_files(pattern)), "num_records_in_files": ds.num_records,
       "mean_frames": frames / records, "startup_s": startup_s, "seconds": seconds,
       "records_per_s": records / seconds, "mb_per_s": num_batches * batch_bytes / MB / seconds,
