@@ -141,5 +141,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  hostmem.use_huge_pages()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
+  hostmem.tune_malloc()  # re-executes with GLIBC_TUNABLES set (mmjax/hostmem.py)
   app.run(main)

@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.nn.dense import Dense
 from mmjax.nn.netvlad import soft_assignment, vlad_centers, vlad_descriptor
 from mmjax.nn.pooling import masked_mean
 from mmjax.nn.transformer import Mlp, attend, attention_logits, masked_softmax, project_heads
@@ -150,8 +151,8 @@ class CrossModalEncoderBlock(nn.Module):
         combined = combined + _gate(gate, combined, 4) * crossed
       x = streams[m]
       h = attend(combined, attention_mask, values[m])
-      h = nn.Dense(x.shape[-1], kernel_init=nn.initializers.normal(x.shape[-1] ** -0.5),
-                   name=f"{m}_out_proj")(h)
+      h = Dense(x.shape[-1], kernel_init=nn.initializers.normal(x.shape[-1] ** -0.5),
+                name=f"{m}_out_proj")(h)
       x = x + nn.Dropout(self.dropout_rate)(h, deterministic=not train)
       h = nn.LayerNorm(1e-6, name=f"{m}_layer_norm2")(x)
       h = Mlp(self.mlp_dim, "gelu_new", self.num_layers, name=f"{m}_mlp")(h)
@@ -183,7 +184,7 @@ class CrossModalTransformer(nn.Module):
                        f"max_frames={self.max_frames}")
     hs = []
     for m, x in zip(STREAMS, (x_v, x_a)):
-      h = nn.Dense(self.d_model, name=f"{m}_input_projection")(_with_context(x, context))
+      h = Dense(self.d_model, name=f"{m}_input_projection")(_with_context(x, context))
       positions = self.param(f"{m}_position_embedding", nn.initializers.normal(0.02),
                              (self.max_frames, self.d_model))
       hs.append(nn.Dropout(self.dropout_rate)(h + positions[None, :h.shape[1]],
@@ -240,8 +241,7 @@ class AttentionClusters(nn.Module):
 
   @nn.compact
   def __call__(self, h: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    scores = nn.Dense(self.num_units, name="score")(jnp.tanh(nn.Dense(self.hidden,
-                                                                      name="project")(h)))
+    scores = Dense(self.num_units, name="score")(jnp.tanh(Dense(self.hidden, name="project")(h)))
     return masked_temporal_softmax(scores, mask)
 
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.nn.dense import Dense
 from mmjax.nn.pooling import masked_mean
 
 
@@ -42,7 +43,7 @@ def project_heads(x: jnp.ndarray, num_heads: int, std: float, name: str) -> jnp.
   [B, L, num_heads, width / num_heads]. Call inside a compact method (the Dense belongs to the
   calling module)."""
   width = x.shape[-1]
-  y = nn.Dense(width, kernel_init=_normal(std), name=name)(x)
+  y = Dense(width, kernel_init=_normal(std), name=name)(x)
   return y.reshape(y.shape[:-1] + (num_heads, width // num_heads))
 
 
@@ -86,7 +87,7 @@ class SelfAttention(nn.Module):
     q, k, v = (project_heads(x, self.num_heads, in_std, name)
                for name in ("q_proj", "k_proj", "v_proj"))
     out = attend(attention_logits(q, k), mask, v)
-    return nn.Dense(width, kernel_init=_normal(width ** -0.5), name="out_proj")(out)
+    return Dense(width, kernel_init=_normal(width ** -0.5), name="out_proj")(out)
 
 
 class Mlp(nn.Module):
@@ -98,10 +99,10 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     width = x.shape[-1]
-    h = nn.Dense(self.intermediate_size, kernel_init=_normal((2 * width) ** -0.5), name="fc1")(x)
+    h = Dense(self.intermediate_size, kernel_init=_normal((2 * width) ** -0.5), name="fc1")(x)
     h = activation(self.hidden_act)(h)
     std = width ** -0.5 * (2 * self.num_layers) ** -0.5
-    return nn.Dense(width, kernel_init=_normal(std), name="fc2")(h)
+    return Dense(width, kernel_init=_normal(std), name="fc2")(h)
 
 
 class EncoderBlock(nn.Module):
@@ -147,7 +148,7 @@ class TransformerEncoder(nn.Module):
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     if x.shape[1] > self.max_frames:
       raise ValueError(f"TransformerEncoder: {x.shape[1]} frames > max_frames={self.max_frames}")
-    x = nn.Dense(self.d_model, name="input_projection")(x)
+    x = Dense(self.d_model, name="input_projection")(x)
     positions = self.param("position_embedding", nn.initializers.normal(0.02),
                            (self.max_frames, self.d_model))
     x = x + positions[None, :x.shape[1]]

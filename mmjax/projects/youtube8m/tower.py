@@ -5,6 +5,7 @@ frozen)."""
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.nn.dense import Dense
 from mmjax.nn.pooling import masked_mean
 
 
@@ -27,7 +28,7 @@ class CorrelationTower(nn.Module):
   def __call__(self, rgb, audio, rgb_mask, audio_mask, *, train: bool = False):
     joint = []
     for m, x, mask in (("rgb", rgb, rgb_mask), ("audio", audio, audio_mask)):
-      e = masked_mean(nn.relu(nn.Dense(self.hidden, name=f"{m}_embedding")(x)), mask)
+      e = masked_mean(nn.relu(Dense(self.hidden, name=f"{m}_embedding")(x)), mask)
       e = nn.LayerNorm(name=f"{m}_norm")(e)
       joint.append(nn.Dense(self.hidden, name=f"{m}_joint")(e))
     u_rgb, u_audio = joint
