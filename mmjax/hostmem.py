@@ -14,13 +14,13 @@ munmap, so the kernel faults in and zeroes the whole block again on every step. 
 - `KEEP_HEAP` on top (opt-in, MMJAX_KEEP_HEAP=1): no mmap for allocations (mmap_max=0), so
   they come from the heap; no trimming of the heap's free top (trim_threshold 1 TiB); one
   arena for all threads (arena_max=1: other arenas fall back to mmap for blocks over 64 MB).
-  Freed temporaries are reused by the next step without faults: paper-size Transformer step
-  9.3-9.8 s against 11-15 s with huge pages alone, system time 0.4 s per step (NetVLAD: 1.1
-  against 2.2 s). The cost is peak memory: the heap keeps what it once held, and once in a few
-  steps a block freed and then split by a smaller allocation no longer fits the next step's
-  temporaries, so the heap grows by them once more (peak RSS 15.6 GB against 9.0 GB; NetVLAD
-  12.4 against 5.3 GB), and that step takes twice as long. Hence opt-in: for CPU training with
-  host memory to spare.
+  Freed temporaries are reused by the next step without faults: steady paper-size Transformer
+  steps of 9.0-9.8 s against 11.1-15.1 s with huge pages alone (NetVLAD's system time 1.1
+  against 2.2 s per step). The cost is peak memory: the heap keeps what it once held, and
+  once in a few steps a block freed and then split by a smaller allocation no longer fits the
+  next step's temporaries, so the heap grows by them once more (peak RSS 15.6 GB against
+  9.0 GB; NetVLAD 12.4 against 5.3 GB), and that step takes twice as long. Hence opt-in: for
+  CPU training with host memory to spare.
 
 glibc reads its tunables once, when the process starts, so `tune_malloc` re-executes the launch
 script with GLIBC_TUNABLES set (before anything heavy is imported); it does nothing when the

@@ -38,6 +38,11 @@ def sum_leading_axes(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.dot(ones, rows, preferred_element_type=jnp.float32).astype(x.dtype)
 
 
+def _matmul(x, kernel):
+  """x [..., in] @ kernel [in, out] -> [..., out], contracting x's last axis."""
+  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
 def _weight_gradient(x2: jnp.ndarray, g2: jnp.ndarray) -> jnp.ndarray:
   """dW = x^T g: x2 [N, in], g2 [N, out] -> [in, out], contracting the N rows. XLA's CPU dot
   takes its left operand contracted over its major axis as it is and copies the right one into
@@ -56,7 +61,7 @@ def dense(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray
 
 
 def _dense_forward(x, kernel, bias):
-  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+  return _matmul(x, kernel) + bias
 
 
 def _dense_fwd(x, kernel, bias):
@@ -67,7 +72,7 @@ def _dense_bwd(residuals, g):
   x, kernel = residuals
   dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
   kernel_grad = _weight_gradient(x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]))
-  return dx, kernel_grad.astype(kernel.dtype), sum_leading_axes(g)
+  return dx, kernel_grad, sum_leading_axes(g)
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
@@ -76,8 +81,8 @@ dense.defvjp(_dense_fwd, _dense_bwd)
 class Dense(nn.Module):
   """x [..., in] -> x W + b [..., features]: flax's `nn.Dense` parameters, initialisation and
   forward pass, with the backward pass of `dense` (module docstring); without a bias, a plain
-  dot_general. `dtype`: the computation dtype (None: the inputs' and
-  parameters' promoted dtype); parameters are stored in float32."""
+  dot_general. `dtype`: the computation dtype (None: the inputs' and parameters' promoted
+  dtype); parameters are stored in float32."""
   features: int
   use_bias: bool = True
   kernel_init: Initializer = nn.initializers.lecun_normal()
@@ -90,6 +95,4 @@ class Dense(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), jnp.float32)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if bias is None:
-      return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-    return dense(x, kernel, bias)
+    return _matmul(x, kernel) if bias is None else dense(x, kernel, bias)
