@@ -36,6 +36,10 @@ Keys of every config (mmjax.train reads them; see docs/architecture.md):
   max_nonfinite_steps      consecutive train steps with a NaN/inf loss, gradient or updated
                            parameter that are skipped (state unchanged) before the run stops
                            with an error (0: stop at the first)
+  checkpoint_background    'auto' | 'on' | 'off': checkpoints written from a host snapshot of
+                           the state by idle-priority threads, so the steps after a save keep
+                           their speed on CPU (mmjax.train.background_save); 'auto': on for a
+                           state on CPU devices of at least 64 MiB per process
 """
 
 from typing import Dict
@@ -103,7 +107,7 @@ def trainer_config(**values) -> ml_collections.ConfigDict:
       task="", seed=0, total_steps=1000, batch_size=32, eval_batch_size=64,
       log_every_steps=50, eval_every_steps=500, checkpoint_every_steps=250, keep_checkpoints=3,
       best_metric="", best_mode="max", mesh=(("data", -1), ("model", 1)), sharding_rules=(),
-      init_from=(), max_nonfinite_steps=0))
+      init_from=(), max_nonfinite_steps=0, checkpoint_background="auto"))
   config.evals = eval_splits()
   config.optimizer = optimizer_config()
   update_keys(config, values, "trainer_config")

@@ -76,7 +76,9 @@ def test_benchmark_tiny_prints_table_and_json(tmp_path):
   assert set(results["end_to_end"]) == {"transformer"}  # cm rows need a trained tower
   run = results["end_to_end"]["transformer"]  # a real training run of 3 one-step windows
   assert run["steps"] == 3 and run["window"] == 1
-  _positive_numbers(run, ["examples_per_s", "examples_per_s_with_checkpoint", "wall_s"])
+  _positive_numbers(run, ["examples_per_s", "examples_per_s_with_checkpoint",
+                          "checkpoint_write_s", "wall_s"])
+  assert run["checkpoint_background"] == "auto" and run["checkpoint_write_s"] < run["wall_s"]
   assert list(results["pipeline"]) == ["threads_1", "threads_2", "workers_2"]
   for (threads, workers), pipeline in zip(((1, 0), (2, 0), (2, 2)),
                                           results["pipeline"].values()):

@@ -53,9 +53,9 @@ def test_logs_metrics_and_tensorboard(reference_run):
   assert kept == sorted({44, 48, best})  # keep_checkpoints = 2, plus the best
 
 
-def _signalled_run(cache_dir, workdir, signal_spec):
+def _signalled_run(cache_dir, workdir, signal_spec, *overrides):
   """launch/train.py with the fault-injecting task (tests/helpers/signalling_task.py)."""
-  command = runs.signalled_command(workdir, *STEPS)
+  command = runs.signalled_command(workdir, *STEPS, *overrides)
   environment = dict(runs.env(cache_dir), **({ENV: signal_spec} if signal_spec else {}))
   return subprocess.run(command, env=environment, cwd=runs.ROOT, capture_output=True, text=True,
                         timeout=600, check=False)
@@ -68,13 +68,17 @@ def _saved_steps(workdir):
 def test_preempted_waiting_for_data_then_killed_then_resumed_exactly(reference_run, cache_dir,
                                                                      tmp_path):
   workdir = str(tmp_path)
+  # The interrupted runs save in the background (a host snapshot, idle-priority writers;
+  # the reference run does not): the result must not change.
+  background = "--config.checkpoint_background=on"
   # SIGTERM while the trainer waits for the batch of step 7: saved, exit 75 ("requeue me").
-  result = _signalled_run(cache_dir, workdir, "SIGTERM@train:7")
+  result = _signalled_run(cache_dir, workdir, "SIGTERM@train:7", background)
   assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-3000:]
   assert "received SIGTERM" in result.stderr and "preemption signal" in result.stderr
   assert _saved_steps(workdir)[-1] == 7
   # The requeued run resumes at step 7 and is SIGKILLed once it has saved step 12.
-  process = subprocess.Popen(runs.signalled_command(workdir, *STEPS), env=runs.env(cache_dir),
+  process = subprocess.Popen(runs.signalled_command(workdir, *STEPS, background),
+                             env=runs.env(cache_dir),
                              cwd=runs.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
   runs.wait_for_checkpoint(process, workdir, 12)
@@ -82,9 +86,9 @@ def test_preempted_waiting_for_data_then_killed_then_resumed_exactly(reference_r
   _, stderr = process.communicate(timeout=300)
   assert process.returncode == -signal.SIGKILL
   assert f"resumed from {os.path.join(workdir, 'checkpoints')} at step 7" in stderr
-  result = _signalled_run(cache_dir, workdir, None)
+  result = _signalled_run(cache_dir, workdir, None, background)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "resumed from" in result.stderr
+  assert "resumed from" in result.stderr and "checkpoint snapshot" in result.stderr
   step, params = runs.final_params(load_config("ytb8m", "tiny"), workdir)
   assert step == 48
   runs.assert_trees_equal(params, reference_run[3])

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from mmjax.parallel import path_to_str
-from mmjax.train import checkpoint_upgrades
+from mmjax.train import background_save, checkpoint_upgrades
 
 BEST_MODES = ("max", "min")
 PENDING_EVALUATION = "pending_evaluation"  # item of a step saved during its evaluation
@@ -207,10 +207,20 @@ class Checkpointer(_StepIndex):
     (e.g. 'eval/gap'); the best checkpoint by it, in `best_mode` ('max' or 'min'), is kept too.
   cleanup_tmp: delete leftover temporary directories of interrupted saves at start (training
     runs; False for readers such as launch/eval.py, which may run next to a live run).
+  background: config.checkpoint_background ('auto', 'on', 'off'): saves write from a host
+    snapshot of the state with idle-priority writer threads (mmjax.train.background_save),
+    once `prepare_background(state)` has decided for the run's state.
   """
 
   def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True,
-               best_metric: str = "", best_mode: str = "max", cleanup_tmp: bool = True):
+               best_metric: str = "", best_mode: str = "max", cleanup_tmp: bool = True,
+               background: str = "off"):
+    if background not in background_save.SETTINGS:
+      raise ValueError(f"config.checkpoint_background={background!r}; expected one of "
+                       f"{background_save.SETTINGS}")
+    self.background = background
+    self._snapshot: Optional[background_save.StateSnapshot] = None
+    self._idle_writers: Optional[background_save.IdleWriterThreads] = None
     if save_every <= 0:
       raise ValueError(f"config.checkpoint_every_steps must be > 0, got {save_every}")
     if keep <= 0:
@@ -238,21 +248,43 @@ class Checkpointer(_StepIndex):
     if best_metric:
       _write_best_metric(self.directory, best_metric, best_mode)
 
+  def prepare_background(self, state) -> bool:
+    """Decides `background` for the run's train state (before the first save) and, when on,
+    reserves the snapshot (a state on CPU devices) and the idle-priority writers. Returns
+    whether background saving is on."""
+    if not background_save.enabled(self.background, state):
+      return False
+    if background_save.on_cpu(state):
+      self._snapshot = background_save.StateSnapshot()
+      self._snapshot.reserve(state)
+    self._idle_writers = background_save.IdleWriterThreads()
+    return True
+
   def save(self, step: int, state, data_iterator=None, *, force: bool = False,
            metrics: Optional[Mapping[str, float]] = None,
            pending_evaluation: bool = False) -> bool:
     """Starts an async save when `step` is on the interval (or `force`); returns whether it did.
     `metrics` ({name: float}) are stored with the step and rank it for the best checkpoint.
     `pending_evaluation`: the step's evaluation was interrupted (a preemption); the resumed run
-    evaluates it first (see `pending_evaluation`) and saves the step again with its metrics."""
+    evaluates it first (see `pending_evaluation`) and saves the step again with its metrics.
+    With a snapshot (`prepare_background`), the save waits for the previous one, then writes
+    from the snapshot refilled with `state`'s values, so `state` may be donated at once."""
+    if not (force or self._manager.should_save(step)):
+      return False
+    if self._snapshot is not None:
+      self._manager.wait_until_finished()  # the previous save reads the snapshot until done
+      state = self._snapshot.take(state)
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     if pending_evaluation:
       items[PENDING_EVALUATION] = ocp.args.JsonSave({"step": int(step)})
     metrics = {k: float(v) for k, v in (metrics or {}).items()} or None
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force,
-                              metrics=metrics)
+    saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force,
+                               metrics=metrics)
+    if saved and self._idle_writers is not None:
+      self._idle_writers.watch(self._manager.is_saving_in_progress)
+    return saved
 
   def pending_evaluation(self, step: int) -> bool:
     """Whether checkpoint `step` was saved by a preemption during its evaluation."""

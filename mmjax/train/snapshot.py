@@ -21,11 +21,13 @@ log = logging.getLogger("mmjax")
 SNAPSHOT_FILE = "config.json"
 
 # Keys (fnmatch patterns on dotted paths) a resumed run may change: how long to train, how
-# often to log, evaluate and save, how much to keep, where the data cache lives, how many
-# reader threads, what to evaluate, the device layout, and the fresh-run-only init_from.
+# often to log, evaluate and save (and whether in the background), how much to keep, where the
+# data cache lives, how many reader threads, what to evaluate, the device layout, and the
+# fresh-run-only init_from.
 SAFE_TO_CHANGE = (
     "total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "max_nonfinite_steps", "best_metric", "best_mode", "mesh",
+    "keep_checkpoints", "checkpoint_background", "max_nonfinite_steps", "best_metric",
+    "best_mode", "mesh",
     "sharding_rules", "init_from", "model.correlation.workdir", "evals", "evals.*",
     "eval_batch_size",
     "data.num_threads", "data.prefetch_batches", "data.eval_max_examples",

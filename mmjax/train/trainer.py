@@ -110,7 +110,8 @@ def checkpointer_for(config, workdir: str, **kwargs) -> Checkpointer:
                       save_every=kwargs.pop("save_every", config.checkpoint_every_steps),
                       keep=kwargs.pop("keep", config.keep_checkpoints),
                       best_metric=config.get("best_metric", ""),
-                      best_mode=config.get("best_mode", "max"), **kwargs)
+                      best_mode=config.get("best_mode", "max"),
+                      background=config.get("checkpoint_background", "auto"), **kwargs)
 
 
 def train_and_evaluate(config, workdir: str, allow_config_change: bool = False
@@ -164,6 +165,7 @@ def _train(config, workdir: str, mesh, watcher, allow_config_change: bool) -> Di
     log.info("resumed from %s at step %d", checkpointer.directory, restored[0])
   else:
     state = _load_initial_weights(config, task, state, shardings)
+  checkpointer.prepare_background(state)
 
   writer = MetricWriter(workdir, resume_step=int(jax.device_get(state.step)),
                         redo_evaluation=redo_evaluation)

@@ -62,7 +62,7 @@ UNITS: dict[str, str | None] = {
     "tf_max_abs_diff": "1",
     "update_s": "s", "compute_s": "s", "total_s": "s", "videos_per_s": "videos/s",
     "steps": None, "window": None, "examples_per_s_with_checkpoint": "examples/s",
-    "wall_s": "s",
+    "checkpoint_write_s": "s", "wall_s": "s",
 }
 # Record-name parts of the results sections whose key is not the benchmark's name.
 SECTIONS = {"train": "train_step"}
@@ -183,7 +183,10 @@ def end_to_end_benchmark(config, model_name: str, *, batch_size: int, frames: in
   Returns:
     {'model', 'steps', 'window', 'examples_per_s' (window 2: input, transfer and logging
     overlapped with compute), 'examples_per_s_with_checkpoint' (window 3, during the
-    checkpoint's writing), 'wall_s' (the whole run)}.
+    checkpoint's writing), 'checkpoint_write_s' (from the start of that save to its commit,
+    Orbax's timestamps in the step's metadata: with config.checkpoint_background the write
+    may outlast the window), 'checkpoint_background' (the config's setting), 'wall_s' (the
+    whole run)}.
   """
   # pylint: disable=import-outside-toplevel
   from mmjax.train.trainer import train_and_evaluate
@@ -205,9 +208,13 @@ def end_to_end_benchmark(config, model_name: str, *, batch_size: int, frames: in
   speeds = [row["examples_per_sec"] for row in rows if row.get("split") == "train"]
   if len(speeds) != 3:
     raise RuntimeError(f"{workdir}/metrics.jsonl: expected 3 train rows, got {len(speeds)}")
+  with open(os.path.join(workdir, "checkpoints", str(2 * window), "_CHECKPOINT_METADATA")) as f:
+    saved = json.load(f)
   return {"model": model_name, "steps": 3 * window, "window": window,
           "examples_per_s": speeds[1], "examples_per_s_with_checkpoint": speeds[2],
-          "wall_s": wall_s}
+          "checkpoint_write_s": (saved["commit_timestamp_nsecs"]
+                                 - saved["init_timestamp_nsecs"]) / 1e9,
+          "checkpoint_background": config.checkpoint_background, "wall_s": wall_s}
 
 
 # -------------------------------------------------------------------------------------------
@@ -659,6 +666,9 @@ def _step_comparison_rows(results: dict) -> list:
                ("", "while a checkpoint is written",
                 f"{fmt(e2e['examples_per_s_with_checkpoint'], ' examples/s')} = "
                 f"{e2e['examples_per_s_with_checkpoint'] / step['examples_per_s']:.0%}"),
+               ("", "checkpoint written in", f"{fmt(e2e['checkpoint_write_s'], ' s')} = "
+                f"{e2e['checkpoint_write_s'] * step['examples_per_s'] / step['batch_size']:.1f}"
+                f" isolated steps (checkpoint_background={e2e['checkpoint_background']})"),
                ("", "process peak RSS in phase", fmt(e2e["peak_rss_mb"], " MB"))]
     if torch:
       fraction = (f"; {torch['jax_peak_fraction']:.0%} vs {torch['torch_peak_fraction']:.0%} "
