@@ -20,8 +20,10 @@ from helpers.signalling_task import ENV
 from mmjax.train import PREEMPTED_EXIT_CODE
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+# The two processes save in the background (config.checkpoint_background: a snapshot copied by
+# one jitted program on both processes, idle-priority writers); the single run does not.
 OVERRIDES = ("total_steps=6", "checkpoint_every_steps=3", "eval_every_steps=0", "log_every_steps=1",
-             "model.name=netvlad", "task=signalled_youtube8m")
+             "model.name=netvlad", "task=signalled_youtube8m", "checkpoint_background=on")
 CONTINUED = ("--config.total_steps=8", "--config.checkpoint_every_steps=3",
              "--config.eval_every_steps=0", "--config.log_every_steps=1",
              "--config.model.name=netvlad")
@@ -67,6 +69,7 @@ def test_two_processes_preempted_resumed_then_one_process_continues(single_run, 
     assert returncode == PREEMPTED_EXIT_CODE, stderr[-4000:]
     assert "preempted: checkpoint of step 6 saved" in stderr
   assert "received SIGTERM" in results[1][1] and "received SIGTERM" not in results[0][1]
+  assert "checkpoint snapshot" in results[0][1]  # process 0 logs the background saving
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "6", "pending_evaluation"))
   assert not _rows(workdir, "eval")
 

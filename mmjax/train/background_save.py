@@ -68,12 +68,14 @@ def on_cpu(tree) -> bool:
 
 def enabled(setting: str, state) -> bool:
   """Whether `config.checkpoint_background` = `setting` turns background saving on for `state`:
-  'on', 'off', or 'auto' (on for a state on CPU devices of at least AUTO_MIN_BYTES on this
-  process). ValueError naming the key for any other value."""
+  'on', 'off', or 'auto' (on for a state on CPU devices of at least AUTO_MIN_BYTES per process:
+  the global size over the process count, so that every process decides alike, as the jitted
+  snapshot copy needs). ValueError naming the key for any other value."""
   if setting not in SETTINGS:
     raise ValueError(f"config.checkpoint_background={setting!r}; expected one of {SETTINGS}")
   if setting == "auto":
-    return on_cpu(state) and local_bytes(state) >= AUTO_MIN_BYTES
+    global_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
+    return on_cpu(state) and global_bytes / jax.process_count() >= AUTO_MIN_BYTES
   return setting == "on"
 
 
