@@ -66,13 +66,18 @@ def on_cpu(tree) -> bool:
              for device in leaf.sharding.device_set)
 
 
+def check_setting(setting: str) -> None:
+  """ValueError naming config.checkpoint_background unless `setting` is one of SETTINGS."""
+  if setting not in SETTINGS:
+    raise ValueError(f"config.checkpoint_background={setting!r}; expected one of {SETTINGS}")
+
+
 def enabled(setting: str, state) -> bool:
   """Whether `config.checkpoint_background` = `setting` turns background saving on for `state`:
   'on', 'off', or 'auto' (on for a state on CPU devices of at least AUTO_MIN_BYTES per process:
   the global size over the process count, so that every process decides alike, as the jitted
   snapshot copy needs). ValueError naming the key for any other value."""
-  if setting not in SETTINGS:
-    raise ValueError(f"config.checkpoint_background={setting!r}; expected one of {SETTINGS}")
+  check_setting(setting)
   if setting == "auto":
     global_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
     return on_cpu(state) and global_bytes / jax.process_count() >= AUTO_MIN_BYTES
@@ -134,19 +139,24 @@ def _set_idle(tid: int) -> bool:
     return False
 
 
-def idle_writer_threads() -> int:
-  """Moves this process's threads whose names start with WRITER_THREAD_PREFIX to SCHED_IDLE
-  (Linux); returns how many now have it."""
-  count = 0
+def writer_thread_ids() -> list:
+  """Native ids of this process's threads whose names start with WRITER_THREAD_PREFIX
+  (Linux's /proc/self/task)."""
+  ids = []
   for entry in os.listdir("/proc/self/task"):
     try:
       with open(f"/proc/self/task/{entry}/comm") as f:
         name = f.read().strip()
-    except OSError:
+    except OSError:  # the thread exited meanwhile
       continue
-    if name.startswith(WRITER_THREAD_PREFIX) and _set_idle(int(entry)):
-      count += 1
-  return count
+    if name.startswith(WRITER_THREAD_PREFIX):
+      ids.append(int(entry))
+  return ids
+
+
+def idle_writer_threads() -> int:
+  """Moves the threads of `writer_thread_ids` to SCHED_IDLE; returns how many now have it."""
+  return sum(_set_idle(tid) for tid in writer_thread_ids())
 
 
 class IdleWriterThreads:

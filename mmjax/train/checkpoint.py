@@ -215,9 +215,7 @@ class Checkpointer(_StepIndex):
   def __init__(self, directory: str, *, save_every: int, keep: int, async_save: bool = True,
                best_metric: str = "", best_mode: str = "max", cleanup_tmp: bool = True,
                background: str = "off"):
-    if background not in background_save.SETTINGS:
-      raise ValueError(f"config.checkpoint_background={background!r}; expected one of "
-                       f"{background_save.SETTINGS}")
+    background_save.check_setting(background)
     self.background = background
     self._snapshot: Optional[background_save.StateSnapshot] = None
     self._idle_writers: Optional[background_save.IdleWriterThreads] = None

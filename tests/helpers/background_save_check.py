@@ -21,13 +21,9 @@ from mmjax.train.checkpoint import Checkpointer, abstract_like
 
 
 def writer_policies():
-  policies = {}
-  for entry in os.listdir("/proc/self/task"):
-    with open(f"/proc/self/task/{entry}/comm") as f:
-      name = f.read().strip()
-    if name.startswith(background_save.WRITER_THREAD_PREFIX):
-      policies.setdefault(name, set()).add(os.sched_getscheduler(int(entry)))
-  return {name: sorted(values) for name, values in policies.items()}
+  """{'ts_pool_worker': the sorted scheduling policies of TensorStore's worker threads}."""
+  return {"ts_pool_worker": sorted({os.sched_getscheduler(tid)
+                                    for tid in background_save.writer_thread_ids()})}
 
 
 def main(directory):
