@@ -29,6 +29,7 @@ Usage:
 import ml_collections
 
 from mmjax.config_files import apply_variants, load_sibling, set_keys
+from mmjax.tasks.blended_heads import GBLEND_EVAL_SPLITS
 
 defaults = load_sibling(__file__, "defaults")
 
@@ -57,13 +58,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.modality_dropout = 0.0  # p of seed 003 (0.3 in the paper)
   config.model.keep_one = True  # never drop every modality of an example
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.name = "cross_entropy"  # or 'focal'
-  config.loss.focal_gamma = 2.0
-  config.loss.focal_alpha = ()  # per class; () = none
-  config.loss.head_weights = {"fused": 1.0}  # gblend.mode 'off'
-  config.loss.gblend = ml_collections.ConfigDict(dict(
-      mode="off", weights_file="", train_split="gblend_train", holdout_split="gblend_holdout"))
+  config.loss = defaults.loss_config(head_weights={"fused": 1.0})
 
   config.data = ml_collections.ConfigDict()
   config.data.directory = ""  # empty: AV-digits, built once in the cache
@@ -131,8 +126,7 @@ def _holdout_splits(config) -> None:
   losses G-Blend needs."""
   set_keys(config.data, holdout_fraction=HOLDOUT, train_subset="train")
   with config.unlocked():
-    config.evals.gblend_train = {"data": {"eval_split": "train", "eval_subset": "train"}}
-    config.evals.gblend_holdout = {"data": {"eval_split": "train", "eval_subset": "holdout"}}
+    config.evals.update(GBLEND_EVAL_SPLITS)
 
 
 def _mdrop(config) -> None:

@@ -76,6 +76,19 @@ def optimizer_config(**values) -> ml_collections.ConfigDict:
   return config
 
 
+def loss_config(**values) -> ml_collections.ConfigDict:
+  """`config.loss` of a multi-head classifier (mmjax.tasks.blended_heads): name
+  'cross_entropy' (or 'focal'), focal_gamma 2.0, focal_alpha () (per class; () = none),
+  head_weights {} (gblend.mode 'off'), gblend {mode 'off' | 'offline' | 'online', weights_file,
+  train_split 'gblend_train', holdout_split 'gblend_holdout'}; `values` override them."""
+  config = ml_collections.ConfigDict(dict(
+      name="cross_entropy", focal_gamma=2.0, focal_alpha=(), head_weights={},
+      gblend=dict(mode="off", weights_file="", train_split="gblend_train",
+                  holdout_split="gblend_holdout")))
+  update_keys(config, values, "loss_config")
+  return config
+
+
 def eval_splits(**splits: Dict) -> ml_collections.ConfigDict:
   """`config.evals`: split name -> {'data': {config.data key: value}}. No arguments: one split
   'eval' reading config.data as it is."""

@@ -38,6 +38,7 @@ TASK_METRICS = {
     "emovclip": ("accuracy", "weighted_f1", "macro_f1"),
     "youtube8m_correlation": ("accuracy", "fpr", "fnr"),
     "avdigits": ("accuracy", "weighted_f1", "macro_f1"),
+    "memotion3": ("accuracy", "weighted_f1", "macro_f1"),
 }
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
+import re
 from typing import Sequence
 
-__all__ = ["SUPPORTED_EXTENSIONS", "at_line", "read_table"]
+__all__ = ["SUPPORTED_EXTENSIONS", "at_line", "find_column", "read_delimited", "read_table"]
 
 SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json")
 
@@ -92,6 +94,62 @@ def _read_json_lines(f, path: str, keys: Sequence[str]) -> list[tuple[int, dict[
       values[k] = value if isinstance(value, str) else str(value)
     rows.append((line_number, values))
   return rows
+
+
+def read_delimited(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+  """Reads a delimited text file with a header line, whatever its extension says: the fields
+  are tab-separated when the header line holds a tab, else comma-separated (the Memotion
+  releases ship tab-separated `.csv` files). Quoted fields may hold delimiters and newlines.
+
+  Returns:
+    (header: the stripped column names, [(line number (1-based; the row's last physical line),
+    fields)] for every non-blank row).
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ValueError: no header line, text that is not UTF-8, or a row the csv module cannot parse
+      (the message names the file and the line).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such file")
+  try:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM
+      text = f.read()
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+  first = text.split("\n", 1)[0]
+  if not first.strip():
+    raise ValueError(f"{path}: line 1: no header line")
+  reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if "\t" in first else ",")
+  try:
+    header = [c.strip() for c in next(reader)]
+    rows = [(reader.line_num, fields) for fields in reader if any(v.strip() for v in fields)]
+  except csv.Error as e:
+    raise ValueError(f"{path}: line {reader.line_num}: cannot parse the row ({e})") from e
+  return header, rows
+
+
+def find_column(header: Sequence[str], spec: str) -> int | None:
+  """The index of the first column of `header` that `spec` names, or None.
+
+  `spec` lists alternatives separated by '|', tried in order: a column name (matched exactly,
+  then ignoring case) or '#N', the N-th column (0-based). E.g. 'ocr|text_corrected|#7'. Empty
+  alternatives are ignored (an unnamed column is reached by its '#N').
+  """
+  lowered = [c.lower() for c in header]
+  for name in spec.split("|"):
+    name = name.strip()
+    if not name:
+      continue
+    if re.fullmatch(r"#\d+", name):
+      if int(name[1:]) < len(header):
+        return int(name[1:])
+    elif name in header:
+      return header.index(name)
+    elif name.lower() in lowered:
+      return lowered.index(name.lower())
+  return None
 
 
 @contextlib.contextmanager

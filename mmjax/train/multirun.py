@@ -61,10 +61,12 @@ def evaluations(workdir: str, split: str) -> List[dict]:
   return [by_step[s] for s in sorted(by_step)]
 
 
-def predict(config, workdir: str, split: str, head: Optional[str] = None) -> tuple:
+def predict(config, workdir: str, split: str, head: Optional[str] = None,
+            checkpoint="latest") -> tuple:
   """(probabilities [N, C], labels [N]) of every row of data split `split` (file order) under
-  the latest checkpoint of `workdir`; `head` picks one entry of dict predictions."""
-  task, state, shardings, mesh, _ = restore_for_eval(config, workdir)
+  checkpoint `checkpoint` ('latest', 'best' or a step) of `workdir`; `head` picks one entry of
+  dict predictions."""
+  task, state, shardings, mesh, _ = restore_for_eval(config, workdir, checkpoint)
   eval_step = make_eval_step(task, mesh, shardings)
   overrides = {k: v for k, v in (("eval_split", split), ("eval_subset", "all"),
                                   ("missing_modalities", ()), ("eval_max_examples", 0))

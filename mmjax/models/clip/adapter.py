@@ -69,8 +69,9 @@ def pretrained_params(model_config, params) -> Optional[Dict]:
       source=os.path.join(model_config.checkpoint, "model.safetensors"))
 
 
-def check_image_size(data_config, module: clip.Clip) -> None:
-  expected = module.config.vision.image_size
+def check_image_size(data_config, config: clip.ClipConfig) -> None:
+  """config.data.image_size must be the vision tower's input size (the error names both)."""
+  expected = config.vision.image_size
   if data_config.image_size != expected:
     raise ValueError(f"config.data.image_size={data_config.image_size} but the CLIP vision "
                      f"tower takes {expected}x{expected} images (config.model): make them equal")

@@ -40,7 +40,7 @@ class EmoVClipTask(DataModuleTask):
     super().__init__(config)
     self.class_names = tuple(config.data.class_names)
     self.clip = adapter.build_clip(config.model)
-    adapter.check_image_size(config.data, self.clip)
+    adapter.check_image_size(config.data, self.clip.config)
     self.tokenizer = adapter.tokenizer(config.model)
     prompts = class_prompts(self.tokenizer, self.class_names, config.model.template,
                             self.clip.num_prompts)

@@ -1,3 +1,8 @@
-"""Seed 000 (Memotion 3: CLIP models, attention fusion, ensembles): see README.md in this folder."""
+"""Seed 000 (Memotion 3: CLIP models, attention fusion, ensembles): see README.md in this folder.
 
-from mmjax.projects.memotion3 import pretrain_task  # noqa: F401  (registers 'clip_pretrain')
+Importing the package registers the tasks 'clip_pretrain' (pretrain_task) and 'memotion3' (task).
+"""
+
+from mmjax.projects.memotion3 import pretrain_task, task
+
+__all__ = ["pretrain_task", "task"]

@@ -32,7 +32,7 @@ class ClipPretrainTask(DataModuleTask):
   def __init__(self, config):
     super().__init__(config)
     self.clip = adapter.build_clip(config.model)
-    adapter.check_image_size(config.data, self.clip)
+    adapter.check_image_size(config.data, self.clip.config)
     self.model = adapter.CheckpointModel(
         self.clip, clip.Clip.__call__,
         lambda b: {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"],
