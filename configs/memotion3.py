@@ -10,6 +10,7 @@ Variants (combine with commas, e.g. ':text,humour,tiny'):
   text          CLIP-text (Fig. 1a)
   image         CLIP-image (Fig. 1b)
   multi         CLIP-multi (Fig. 2; the default)
+  oscar         OSCAR over OCR text, object tags and region features (the fourth family)
   task_a        Task A: overall sentiment as negative / neutral / positive (the default)
   humour        Task C, humour intensity (4 classes)
   sarcasm       Task C, sarcasm intensity (4 classes)
@@ -21,8 +22,9 @@ Variants (combine with commas, e.g. ':text,humour,tiny'):
   tiny          seconds on a laptop CPU (tests)
   paper         ViT-B/32 at 224 px, d_e = 512, BiLSTM cells 512, batch 64
 Losses (Table 3): Task A cross-entropy, Task C focal loss (gamma 2) for CLIP-text and
-CLIP-image; gradient blending for CLIP-multi. Each model/target variant re-applies the table,
-so the order of variants does not matter; --config.loss.* overrides it.
+CLIP-image (and OSCAR, which Table 3 leaves out); gradient blending for CLIP-multi. Each
+model/target variant re-applies the table, so the order of variants does not matter;
+--config.loss.* overrides it.
 
 Real data: --config.data.train_file=/data/memotion3/memotion3/train.csv
   --config.data.eval_file=/data/memotion3/memotion3/val.csv (images under
@@ -59,6 +61,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.model.name = "multi"  # 'text' | 'image' | 'multi'
   config.model.preset = "tiny"  # mmjax.models.clip.PRESETS
   config.model.checkpoint = ""  # a Hugging Face CLIP directory: the architecture and tokenizer
+  config.model.bert_checkpoint = ""  # OSCAR: a Hugging Face BERT directory ('' = small random)
   config.model.dropout_rate = 0.1
   config.model.lstm_size = 64
   config.model.lstm_layers = 2
@@ -88,6 +91,10 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   config.data.columns = dict(memotion_table.DEFAULT_COLUMNS)
   config.data.vocabularies = dict(memotion_table.LABEL_VOCABULARIES)
   config.data.task_a_groups = memotion_table.TASK_A_GROUPS
+  # OSCAR's inputs: detector regions stored beside the images (memotion3/regions.py) and the
+  # BERT tokens of text + tags. The synthetic memes' stand-in features have 64 dimensions.
+  config.data.regions = ml_collections.ConfigDict(dict(max_regions=10, feature_dim=64,
+                                                       max_tokens=64))
   config.data.holdout_fraction = 0.0
   config.data.holdout_seed = 0
   config.data.train_subset = "all"
@@ -144,12 +151,13 @@ def _paper(config) -> None:
   config.model.preset = "ViT-B/32"
   config.data.image_size = 224
   set_keys(config.model, lstm_size=512, embed_dim=512, num_heads=8)
+  set_keys(config.data.regions, max_regions=50, feature_dim=2048, max_tokens=128)
   set_keys(config, batch_size=64, total_steps=20_000, eval_every_steps=1000,
            checkpoint_every_steps=1000)
   config.data.synthetic.image_size = 224
 
 
-VARIANTS = {**{m: _setting("model", "name", m) for m in ("text", "image", "multi")},
+VARIANTS = {**{m: _setting("model", "name", m) for m in ("text", "image", "multi", "oscar")},
             **{t: _setting("data", "target", t) for t in ("task_a",) + TASK_C}, "no_gb": _no_gb,
             "hateful": _hateful,
             "tiny": _tiny, "paper": _paper}

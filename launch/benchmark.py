@@ -17,6 +17,12 @@ prompt-tuning train step (clips/s). Random weights and pixels, nothing read or w
       --clip_steps=1 --clip_warmup=0 --prompt_config=configs/emovclip.py:tiny --prompt_batch=2 \
       --prompt_frames=2  # seconds
 
+memotion3: the Memotion 3 train steps of CLIP-text, CLIP-image, CLIP-multi and OSCAR (Table
+3's loss; random weights, pixels, regions and tokens), memes/s.
+  python launch/benchmark.py --suite=memotion3  # ViT-B/32 at 224 px, d_e 512, batch 32
+  python launch/benchmark.py --suite=memotion3 --memotion_config=configs/memotion3.py:tiny \
+      --memotion_batch=4 --clip_steps=1 --clip_warmup=0  # seconds
+
 collectives: the collectives (kind, count, bytes per device) that XLA puts in the sharded train
 steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
 pretraining (configs/clip_pretrain.py: its tiny CLIP unless --clip_preset is given; --clip_batch)
@@ -30,7 +36,8 @@ unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarkin
   python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
       --json=/tmp/mmjax_bench/records.jsonl
 What each number times: see mmjax/benchmarking.py and the suites' modules,
-mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py and
+mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py,
+mmjax/projects/memotion3/step_benchmark.py and
 mmjax/projects/youtube8m/collectives_benchmark.py.
 """
 
@@ -41,7 +48,7 @@ from ml_collections import config_flags
 
 from mmjax import hostmem
 
-SUITES = ("youtube8m", "clip", "emovclip", "collectives")
+SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("suite", ["youtube8m"], "Comma-separated benchmarks, run in this order: "
@@ -88,6 +95,13 @@ config_flags.DEFINE_config_file("prompt_config", "configs/emovclip.py:paper",
                                 lock_config=True)
 flags.DEFINE_integer("prompt_batch", 8, "--suite=emovclip: clips per prompt-tuning step.")
 flags.DEFINE_integer("prompt_frames", 8, "--suite=emovclip: frames per clip (data.num_frames).")
+config_flags.DEFINE_config_file("memotion_config", "configs/memotion3.py:paper",
+                                "--suite=memotion3: Memotion task config (path[:variant]).",
+                                lock_config=True)
+flags.DEFINE_list("memotion_models", ["text", "image", "multi", "oscar"],
+                  "--suite=memotion3: the train steps of CLIP-text, CLIP-image, CLIP-multi "
+                  "and/or OSCAR.")
+flags.DEFINE_integer("memotion_batch", 32, "--suite=memotion3: memes per train step.")
 flags.register_validator(
     "suite", lambda suites: bool(suites) and set(suites) <= set(SUITES)
     and len(set(suites)) == len(suites),
@@ -120,6 +134,11 @@ def run_suite(name: str):
         models=[m.strip() for m in FLAGS.models.split(",") if m.strip()],
         batch_size=FLAGS.batch_size, frames=FLAGS.frames, clip_batch=FLAGS.clip_batch,
         clip_preset=FLAGS.clip_preset if FLAGS["clip_preset"].present else None)
+  if name == "memotion3":
+    from mmjax.projects.memotion3 import step_benchmark
+    return step_benchmark, step_benchmark.run_suite(
+        FLAGS.memotion_config, models=FLAGS.memotion_models, batch_size=FLAGS.memotion_batch,
+        steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup)
   from mmjax.projects.emovclip import benchmark
   return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
                                         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,

@@ -378,7 +378,8 @@ def test_synthetic_layout_and_images(synthetic):
   for split, count in (("train", 40), ("val", 12), ("test", 6)):
     assert (directory / "memotion3" / f"{split}.csv").is_file()
     names = sorted(os.listdir(directory / "image" / split))
-    assert names == sorted(f"{i}.jpg" for i in range(count))
+    assert names == sorted(f"{i}{suffix}" for i in range(count) for suffix in (
+        ".jpg", ".features.npy", ".boxes.npy", ".tags.json"))  # the regions for OSCAR
   for name in ("0.jpg", "5.jpg"):
     with Image.open(directory / "image" / "train" / name) as image:
       assert image.format == "JPEG" and image.mode == "RGB" and image.size == (40, 32)

@@ -207,7 +207,7 @@ def test_table4_and_task_b_against_scikit_learn():
                                   "Sarcastic | Task B | Task C |")
   assert [line.split(" | ")[0][2:] for line in text.splitlines()[2:]] == [
       "CLIP-text0", "CLIP-text1", "CLIP-image0", "CLIP-image1", "CLIP-multi0", "CLIP-multi1",
-      "CLIP-multi0 without GB", "Ensemble-1", "Ensemble-2"]
+      "OSCAR0", "OSCAR1", "CLIP-multi0 without GB", "Ensemble-1", "Ensemble-2"]
 
 
 def test_pipeline_arguments_are_checked(tmp_path):

@@ -64,6 +64,10 @@ def _data_config(path, **overrides):
   return config
 
 
+def _clip_inputs():
+  return meme_data.ClipInputs(load_tokenizer(), 32)
+
+
 def _first_batch(dataset):
   return next(iter(dataset))
 
@@ -79,7 +83,8 @@ def test_batches_from_the_release_format(tmp_path):
   for target, expected in (("task_a", [2, 0, 1]), ("humour", [1, 0, 3]),
                            ("sarcasm", [1, 0, 3]), ("motivational", [1, 0, 0])):
     data = _data_config(path, target=target)
-    batch = _first_batch(meme_data.make_eval_dataset(data, tokenizer, batch_size=4,
+    batch = _first_batch(meme_data.make_eval_dataset(data, meme_data.ClipInputs(tokenizer, 32),
+                                                     batch_size=4,
                                                      process_index=0, process_count=1))
     assert batch["pixel_values"].shape == (4, 32, 32, 3)
     assert batch["pixel_values"].dtype == np.float32
@@ -103,7 +108,7 @@ def test_images_of_any_mode_are_converted(tmp_path, mode):
     image = image.convert("I;16")
   fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"  # a PNG named .jpg, as memes often are
   image.save(tmp_path / "image" / "val" / "0.jpg", format=fmt)
-  batch = _first_batch(meme_data.make_eval_dataset(_data_config(path), load_tokenizer(),
+  batch = _first_batch(meme_data.make_eval_dataset(_data_config(path), _clip_inputs(),
                                                    batch_size=1, process_index=0,
                                                    process_count=1))
   assert batch["pixel_values"].shape == (1, 32, 32, 3)
@@ -117,11 +122,11 @@ def test_holdout_and_eval_on_train(tmp_path):
   sizes = {}
   for subset in ("all", "train", "holdout"):
     data = _data_config(path, eval_subset=subset, **base)
-    sizes[subset] = meme_data.make_eval_dataset(data, load_tokenizer(), batch_size=4,
+    sizes[subset] = meme_data.make_eval_dataset(data, _clip_inputs(), batch_size=4,
                                                 process_index=0, process_count=1).num_examples
   assert sizes == {"all": 10, "train": 8, "holdout": 2}
   with pytest.raises(ValueError, match=r"config.data.eval_split='bogus'"):
-    meme_data.make_eval_dataset(_data_config(path, eval_split="bogus"), load_tokenizer(),
+    meme_data.make_eval_dataset(_data_config(path, eval_split="bogus"), _clip_inputs(),
                                 batch_size=4, process_index=0, process_count=1)
 
 
@@ -129,7 +134,7 @@ def test_an_eval_split_without_a_class_is_named(tmp_path, caplog):
   path = _write_release(tmp_path, [(("funny", "general", "slight", "motivational",
                                      "positive"), "a")] * 2)
   with caplog.at_level(logging.WARNING, logger="mmjax.data"):
-    meme_data.make_eval_dataset(_data_config(path), load_tokenizer(), batch_size=2,
+    meme_data.make_eval_dataset(_data_config(path), _clip_inputs(), batch_size=2,
                                 process_index=0, process_count=1)
   assert f"{path}: no example of class(es) ['negative', 'neutral']" in caplog.text
 
@@ -196,7 +201,7 @@ def test_a_test_split_without_labels_is_read_for_prediction(tmp_path):
       Image.new("RGB", (40, 32)).save(test_dir / f"{i}.jpg")
   data = _data_config(path, test_file=str(tmp_path / "memotion3" / "test.csv"),
                       eval_split="test")
-  dataset = meme_data.make_eval_dataset(data, load_tokenizer(), batch_size=4, process_index=0,
+  dataset = meme_data.make_eval_dataset(data, _clip_inputs(), batch_size=4, process_index=0,
                                         process_count=1)
   assert dataset.num_examples == 2
   np.testing.assert_array_equal(_first_batch(dataset)["weight"], [1, 1, 0, 0])
@@ -208,12 +213,12 @@ def test_stage_b_reads_the_binary_lists_of_the_synthetic_corpora(cache_dir):
   assert os.path.basename(train) == "pretrainuni_train.jsonl"
   with data.unlocked():
     data.train_file, data.eval_file = train, evaluation
-  batch = _first_batch(meme_data.make_eval_dataset(data, load_tokenizer(), batch_size=4,
+  batch = _first_batch(meme_data.make_eval_dataset(data, _clip_inputs(), batch_size=4,
                                                    process_index=0, process_count=1))
   assert set(np.unique(batch["label"])) <= {0, 1}
   assert meme_data.class_names(data) == ("not_hateful", "hateful")
   data.target = "task_a"
   with pytest.raises(ValueError, match=r"config.data.target='task_a' needs a Memotion label "
                      r"file"):
-    meme_data.make_eval_dataset(data, load_tokenizer(), batch_size=4, process_index=0,
+    meme_data.make_eval_dataset(data, _clip_inputs(), batch_size=4, process_index=0,
                                 process_count=1)

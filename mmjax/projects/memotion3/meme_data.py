@@ -22,11 +22,12 @@ config.data keys:
   synthetic               directory, num_train, num_val, num_test, image_size, label_noise, seed
   num_threads, prefetch_batches, eval_max_examples   the stream's (`sharded_stream`)
 
-Batches (L = the tokenizer's context length; the OCR text is truncated to it, keeping the
-end-of-text token):
-  'pixel_values': float32 [B, S, S, 3] (CLIP-normalized RGB; any image mode is converted),
-  'input_ids', 'attention_mask': int32 [B, L], 'label': int32 [B], 'weight': float32 [B]
-  (1 real, 0 padding).
+Batches: the model's inputs (`ClipInputs`: 'pixel_values' float32 [B, S, S, 3], CLIP-normalized
+RGB, any image mode converted; 'input_ids', 'attention_mask' int32 [B, L], the OCR text
+truncated to the context length with the end-of-text token kept; or `OscarInputs`: BERT
+tokens of text and object tags, region features, boxes and mask), 'label' int32 [B] and
+'weight' float32 [B] (1 real, 0 padding). The builders take the inputs object as their
+argument after config.data.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 from mmjax.data import cache, images, modality_arrays, sharded_stream, tables
 from mmjax.data.sharded_stream import config_value
-from mmjax.projects.memotion3 import memotion_table, pretrain_corpora, synthetic_memes
+from mmjax.projects.memotion3 import memotion_table, pretrain_corpora, regions, synthetic_memes
 from mmjax.projects.memotion3.memotion_table import TASK_A_CLASSES, TASK_C_LABELS
 
 __all__ = ["FILE_KEYS", "TARGETS", "class_names", "make_eval_dataset", "make_train_dataset",
@@ -100,39 +101,77 @@ def read_split(data_config: Any, key: str, labelled: bool = True) -> memotion_ta
   return memotion_table.read_memotion(path, split, data_config, labelled=labelled)
 
 
-def _load(table: memotion_table.MemeTable, targets: np.ndarray, image_size: int,
-          rows: np.ndarray, k: int) -> dict:
-  """The k-th meme of the subset `rows`: {'pixel_values', 'text', 'label'}."""
-  i = int(rows[k])
-  with tables.at_line(table.path, table.lines[i]):
-    pixels = images.load_image(table.images[i], image_size)
-  return {"pixel_values": pixels, "text": table.texts[i], "label": targets[i]}
-
-
-class _Collate:
-  """Examples (None = padding) -> a batch (module docstring)."""
+class ClipInputs:
+  """The CLIP classifiers' inputs: 'pixel_values' float32 [B, S, S, 3] and the OCR text's
+  CLIP tokens 'input_ids', 'attention_mask' int32 [B, L]."""
 
   def __init__(self, tokenizer: Tokenizer, image_size: int):
-    self._tokenizer, self._image_size = tokenizer, image_size
+    self.tokenizer, self.image_size = tokenizer, image_size
 
-  def __call__(self, examples: list) -> dict:
-    size = self._image_size
-    pixels = np.zeros((len(examples), size, size, 3), np.float32)
-    labels = np.zeros((len(examples),), np.int32)
-    texts = []
+  def load(self, table: memotion_table.MemeTable, i: int) -> dict:
+    return {"pixel_values": images.load_image(table.images[i], self.image_size),
+            "text": table.texts[i]}
+
+  def collate(self, examples: list) -> dict:
+    pixels = np.zeros((len(examples), self.image_size, self.image_size, 3), np.float32)
     for i, example in enumerate(examples):
       if example is not None:
-        pixels[i], labels[i] = example["pixel_values"], example["label"]
-      texts.append("" if example is None else example["text"])
-    tokens = self._tokenizer(texts)
-    return {"pixel_values": pixels,
-            "input_ids": np.asarray(tokens["input_ids"], np.int32),
-            "attention_mask": np.asarray(tokens["attention_mask"], np.int32),
-            "label": labels,
-            "weight": np.array([e is not None for e in examples], np.float32)}
+        pixels[i] = example["pixel_values"]
+    tokens = self.tokenizer(["" if e is None else e["text"] for e in examples])
+    return {"pixel_values": pixels, "input_ids": np.asarray(tokens["input_ids"], np.int32),
+            "attention_mask": np.asarray(tokens["attention_mask"], np.int32)}
 
 
-def _records(data_config: Any, key: str, tokenizer: Tokenizer):
+class OscarInputs:
+  """OSCAR's inputs (models.OscarClassifier): BERT tokens of the pair (OCR text, object tags),
+  padded or truncated to `max_tokens` (the text is cut first), and the first `max_regions`
+  regions (`regions.read_regions`), zero-padded, with 'region_mask'."""
+
+  def __init__(self, tokenizer, max_tokens: int, max_regions: int, feature_dim: int):
+    self.tokenizer, self.max_tokens = tokenizer, max_tokens
+    self.max_regions, self.feature_dim = max_regions, feature_dim
+
+  def load(self, table: memotion_table.MemeTable, i: int) -> dict:
+    features, boxes, tags = regions.read_regions(table.images[i], self.feature_dim)
+    n = min(len(tags), self.max_regions)
+    return {"text": table.texts[i], "tags": " ".join(tags[:n]), "features": features[:n],
+            "boxes": boxes[:n]}
+
+  def collate(self, examples: list) -> dict:
+    batch = len(examples)
+    features = np.zeros((batch, self.max_regions, self.feature_dim), np.float32)
+    boxes = np.zeros((batch, self.max_regions, regions.BOX_DIM), np.float32)
+    mask = np.zeros((batch, self.max_regions), np.int32)
+    for i, example in enumerate(examples):
+      if example is not None:
+        n = len(example["features"])
+        features[i, :n], boxes[i, :n], mask[i, :n] = example["features"], example["boxes"], 1
+    tokens = self.tokenizer(["" if e is None else e["text"] for e in examples],
+                            ["" if e is None else e["tags"] for e in examples],
+                            padding="max_length", truncation="longest_first",
+                            max_length=self.max_tokens, return_tensors="np")
+    return {"bert_input_ids": tokens["input_ids"].astype(np.int32),
+            "bert_token_type_ids": tokens["token_type_ids"].astype(np.int32),
+            "bert_attention_mask": tokens["attention_mask"].astype(np.int32),
+            "region_features": features, "region_boxes": boxes, "region_mask": mask}
+
+
+def _load(inputs, table: memotion_table.MemeTable, targets: np.ndarray, rows: np.ndarray,
+          k: int) -> dict:
+  """The k-th meme of the subset `rows`: the model's inputs and its 'label'."""
+  i = int(rows[k])
+  with tables.at_line(table.path, table.lines[i]):
+    return {**inputs.load(table, i), "label": targets[i]}
+
+
+def _collate(inputs, examples: list) -> dict:
+  """Examples (None = padding) -> a batch (module docstring)."""
+  labels = np.array([0 if e is None else e["label"] for e in examples], np.int32)
+  return {**inputs.collate(examples), "label": labels,
+          "weight": np.array([e is not None for e in examples], np.float32)}
+
+
+def _records(data_config: Any, key: str, inputs):
   """(number of memes, load, collate) of data.<key> (see `sharded_stream.indexed_dataset`),
   restricted to data.train_subset / eval_subset."""
   subset_key = "train_subset" if key == "train_file" else "eval_subset"
@@ -147,11 +186,10 @@ def _records(data_config: Any, key: str, tokenizer: Tokenizer):
   else:  # a test split: predictions only
     targets = np.zeros((len(table),), np.int32)
   rows = modality_arrays.subset_rows(data_config, len(table), subset_key)
-  image_size = sharded_stream.positive_int(data_config, "image_size")
   if key == "eval_file":
     _warn_empty_classes(table, targets, class_names(data_config))
-  return (len(rows), functools.partial(_load, table, targets, image_size, rows),
-          _Collate(tokenizer, image_size))
+  return (len(rows), functools.partial(_load, inputs, table, targets, rows),
+          functools.partial(_collate, inputs))
 
 
 def _warn_empty_classes(table, targets: np.ndarray, names: tuple) -> None:
@@ -165,19 +203,19 @@ def _warn_empty_classes(table, targets: np.ndarray, names: tuple) -> None:
                 len(names))
 
 
-def make_train_dataset(data_config: Any, tokenizer: Tokenizer, **stream) -> grain.IterDataset:
+def make_train_dataset(data_config: Any, inputs, **stream) -> grain.IterDataset:
   """The infinite, shuffled, resumable training pipeline over data.train_file (module
   docstring). `stream`: batch_size, seed, process_index, process_count, as
   `sharded_stream.indexed_dataset` takes them."""
   return sharded_stream.indexed_dataset(
-      data_config, "train_file", functools.partial(_records, tokenizer=tokenizer), **stream)
+      data_config, "train_file", functools.partial(_records, inputs=inputs), **stream)
 
 
-def make_eval_dataset(data_config: Any, tokenizer: Tokenizer, **stream) -> grain.IterDataset:
+def make_eval_dataset(data_config: Any, inputs, **stream) -> grain.IterDataset:
   """One evaluation pass over data.eval_file (or the file data.eval_split names) in file
   order, split between the processes. `stream`: batch_size, process_index, process_count."""
   return sharded_stream.indexed_dataset(
-      data_config, "eval_file", functools.partial(_records, tokenizer=tokenizer), **stream)
+      data_config, "eval_file", functools.partial(_records, inputs=inputs), **stream)
 
 
 def resolve_files(data_config: Any, log: Callable[[str], None] = print) -> tuple[str, str]:

@@ -35,16 +35,18 @@ from typing import Dict
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.models.bert import BertConfig, BertModel
 from mmjax.models.clip import ClipConfig
 from mmjax.models.clip import sharding as clip_sharding
 from mmjax.models.clip.modules import TextTransformer, VisionTransformer
 from mmjax.nn import Dense, SelfAttention
 
 __all__ = ["ClipImageClassifier", "ClipMultiClassifier", "ClipTextClassifier", "Classifier",
+           "OscarClassifier",
            "AttentionFusionBlock", "BiLstm", "MODELS", "PREDICTION_HEAD", "PARTITION_RULES"]
 
-MODELS = ("text", "image", "multi")
-PREDICTION_HEAD = {"text": "text", "image": "image", "multi": "multi"}
+MODELS = ("text", "image", "multi", "oscar")
+PREDICTION_HEAD = {"text": "text", "image": "image", "multi": "multi", "oscar": "oscar"}
 
 
 class Classifier(nn.Module):
@@ -190,6 +192,34 @@ class ClipMultiClassifier(nn.Module):
     return {"multi": logits, "text": text_logits, "image": image_logits}
 
 
+class OscarClassifier(nn.Module):
+  """OSCAR (Li et al. 2020), the paper's fourth model family: BERT over the word-tag-region
+  triple. Tokens [CLS] OCR text [SEP] object tags [SEP] (token types 0, then 1 for the tags)
+  are embedded as BERT does; each region's [features; box] is projected to the hidden size
+  (Dense + Dropout) and appended after them; the encoder attends over both (padding masked);
+  the classifier reads the pooled [CLS] state.
+
+  Batch: bert_input_ids, bert_token_type_ids, bert_attention_mask int [B, L]; region_features
+  [B, R, F], region_boxes [B, R, 6], region_mask [B, R]. Returns {'oscar': logits [B, C]}.
+  Parameters: {bert: BertModel's (loads from a Hugging Face BERT), region_projection, head}.
+  """
+  bert: BertConfig
+  num_classes: int
+  dropout_rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False) -> Dict[str, jnp.ndarray]:
+    regions = jnp.concatenate([batch["region_features"], batch["region_boxes"]], axis=-1)
+    regions = Dense(self.bert.hidden_size, name="region_projection")(regions)
+    regions = nn.Dropout(self.bert.hidden_dropout_prob)(regions, deterministic=not train)
+    out = BertModel(self.bert, name="bert")(
+        batch["bert_input_ids"], batch["bert_attention_mask"], batch["bert_token_type_ids"],
+        regions, batch["region_mask"], train=train)
+    logits = Classifier(self.bert.hidden_size, self.num_classes, self.dropout_rate,
+                        name="head")(out["pooled"], train=train)
+    return {"oscar": logits}
+
+
 # Partition rules (config.sharding_rules): CLIP's (mmjax.models.clip.sharding: its towers, and
 # the fusion blocks' self_attn, which match them), then FSDP over 'data' for the projections,
 # the heads and the LSTM kernels.
@@ -198,4 +228,8 @@ PARTITION_RULES = clip_sharding.PARTITION_RULES + (
     (r".*(head|cls_head|seq_head)/fc/kernel", ("data", "model")),
     (r".*(head|cls_head|seq_head)/out/kernel", ("data", None)),
     (r".*lstm/.*/kernel", ("data", None)),
+    (r".*bert/.*(query|key|value|intermediate/dense)/kernel", ("data", "model")),
+    (r".*bert/.*(attention/output|layer_\d+/output)/dense/kernel", ("model", "data")),
+    (r".*bert/embeddings/word_embeddings/embedding", ("data", None)),
+    (r".*region_projection/kernel", ("data", "model")),
 )

@@ -15,15 +15,17 @@ pipeline started again resumes: finished runs are only evaluated again.
                   stage (c): the search, per target (task_a, humour, sarcasm, offensive,
                   motivational) and model: CLIP-text from uni_text ('text_model', 'lstm'),
                   CLIP-image from uni_image ('vision_model'), CLIP-multi from the target's
-                  best CLIP-text and CLIP-image ('text', 'image'); each trial one run with
+                  best CLIP-text and CLIP-image ('text', 'image'), OSCAR from
+                  config.model.bert_checkpoint; each trial one run with
                   hyperparameters from SEARCH_SPACE; the two best by validation weighted F1
                   are the model's '0' and '1' (paper section 4)
   <target>/multi0_no_gb/   CLIP-multi0's set-up without gradient blending (Table 4)
   <target>/predictions.npz validation and test probabilities of every kept model
+  jax_cache/       JAX's persistent compilation cache (identical train steps compile once)
   table4.md, table4.json, test_predictions.csv
                   weighted F1 on the validation split in Table 4's layout, with Ensemble-1
-                  (majority vote over the best subset of text0, image0, multi0) and
-                  Ensemble-2 (of all six), Task B derived from Task C's predictions; the
+                  (majority vote over the best subset of text0, image0, multi0, oscar0)
+                  and Ensemble-2 (of all eight), Task B derived from Task C's predictions; the
                   ensembles' subsets chosen on validation, then applied to the test memes
 The search runs its trials with Ray Tune (`backend='ray'`, the paper's tool; trials spread over
 a Ray cluster when `ray.init` finds one) or one after another in this process ('local').
@@ -58,7 +60,7 @@ TABLE4_COLUMNS = (("task_a", "Overall"), ("humour", "Humorous"), ("motivational"
 SEARCH_SPACE = {"optimizer.learning_rate": (1e-4, 3e-4, 1e-3),
                 "model.dropout_rate": (0.1, 0.2, 0.3)}
 BACKENDS = ("local", "ray")
-MODELS = ("text", "image", "multi")
+MODELS = ("text", "image", "multi", "oscar")
 METRIC = "weighted_f1"
 
 
@@ -98,8 +100,18 @@ def trial_overrides(trials: int, seed: int) -> List[dict]:
   return [grid[i] for i in order]
 
 
+def _train(config, workdir: str) -> None:
+  """train_and_evaluate, skipped for a run that finished (its last checkpoint is total_steps
+  and its metrics are written): a restarted pipeline does not evaluate it again."""
+  last = os.path.join(workdir, "checkpoints", str(config.total_steps), "commit_success.txt")
+  if os.path.isfile(last) and os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+    log.info("%s: finished earlier (step %d)", workdir, config.total_steps)
+    return
+  train_and_evaluate(config, workdir)
+
+
 def _run_trial(config, workdir: str, overrides: dict) -> float:
-  train_and_evaluate(_with(config, **overrides), workdir)
+  _train(_with(config, **overrides), workdir)
   return best_score(workdir)
 
 
@@ -181,7 +193,7 @@ def stage_lists(root: str, memotion_data, *, hateful_memes: str = "", mami: str 
 
 def _pretrain_clip(clip_config, root: str, lists: dict) -> str:
   workdir = os.path.join(root, "clip_pre")
-  train_and_evaluate(_with(clip_config, **{
+  _train(_with(clip_config, **{
       "data.train_file": lists[pretrain_corpora.PAIR_FILES[0]],
       "data.eval_file": lists[pretrain_corpora.PAIR_FILES[1]]}), workdir)
   return workdir
@@ -196,7 +208,7 @@ def _pretrain_unimodal(config, root: str, lists: dict, clip_workdir: str) -> dic
         "data.format": "binary", "data.train_file": lists[pretrain_corpora.BINARY_FILES[0]],
         "data.eval_file": lists[pretrain_corpora.BINARY_FILES[1]],
         "init_from": (_init(clip_workdir, tower, tower),)})
-    train_and_evaluate(uni, runs[model])
+    _train(uni, runs[model])
   return runs
 
 
@@ -216,7 +228,8 @@ def _target_runs(config, root: str, target: str, uni: dict, *, trials: int, seed
   kept = {}
   inits = {"text": (_init(uni["text"], "text_model", "text_model"),
                     _init(uni["text"], "lstm", "lstm")),
-           "image": (_init(uni["image"], "vision_model", "vision_model"),)}
+           "image": (_init(uni["image"], "vision_model", "vision_model"),),
+           "oscar": ()}  # OSCAR's BERT comes from config.model.bert_checkpoint
   for model in MODELS:
     if model == "multi":
       inits["multi"] = (_init(kept["text0"][0], "", "text"), _init(kept["image0"][0], "", "image"))
@@ -228,7 +241,7 @@ def _target_runs(config, root: str, target: str, uni: dict, *, trials: int, seed
   no_gb = _with(target_config(config, target, "multi", gradient_blending=False),
                 init_from=inits["multi"], **best_overrides(kept["multi0"][1]))
   workdir = os.path.join(root, target, "multi0_no_gb")
-  train_and_evaluate(no_gb, workdir)
+  _train(no_gb, workdir)
   kept["multi0_no_gb"] = (workdir, no_gb)
   return kept
 
@@ -260,11 +273,12 @@ def _predictions(kept: dict, has_test: bool) -> dict:
 # -------------------------------------------------------------------------------------------
 # Ensembles and the table.
 
-ENSEMBLES = {"Ensemble-1": ("text0", "image0", "multi0"),
-             "Ensemble-2": ("text0", "text1", "image0", "image1", "multi0", "multi1")}
+ENSEMBLES = {"Ensemble-1": ("text0", "image0", "multi0", "oscar0"),
+             "Ensemble-2": ("text0", "text1", "image0", "image1", "multi0", "multi1", "oscar0",
+                            "oscar1")}
 ROWS = (("CLIP-text0", "text0"), ("CLIP-text1", "text1"), ("CLIP-image0", "image0"),
         ("CLIP-image1", "image1"), ("CLIP-multi0", "multi0"), ("CLIP-multi1", "multi1"),
-        ("CLIP-multi0 without GB", "multi0_no_gb"))
+        ("OSCAR0", "oscar0"), ("OSCAR1", "oscar1"), ("CLIP-multi0 without GB", "multi0_no_gb"))
 
 
 def ensembles(predictions: dict) -> dict:
@@ -372,6 +386,7 @@ def run_pipeline(clip_config, memotion_config, root: str, *, targets: Sequence[s
   if trials < 2:
     raise ValueError(f"trials={trials}: the paper keeps each model's two best configurations")
   os.makedirs(root, exist_ok=True)
+  _share_compilations(os.path.join(root, "jax_cache"))
   data = cache.resolved_data_config(memotion_config.data, meme_data.resolve_files,
                                     meme_data.FILE_KEYS, log_fn)
   if not data.test_file:
@@ -405,6 +420,15 @@ def run_pipeline(clip_config, memotion_config, root: str, *, targets: Sequence[s
                             test.ids)
   log_fn(format_table4(table))
   return table
+
+
+def _share_compilations(directory: str) -> None:
+  """JAX's persistent compilation cache in `directory`: runs whose train steps are the same
+  program (the Task C targets with 4 classes, trial k of each) compile once."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
 
 
 def parse_targets(spec: str) -> tuple:

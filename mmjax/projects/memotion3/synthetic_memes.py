@@ -5,6 +5,9 @@ header `'' Image_URL humour sarcastic offensive motivational overall ocr`, the f
 meme id), `memotion3/test.csv` (no label columns), and JPEG images `image/<split>/<id>.jpg`
 with the caption rendered in a top band, as memes have it.
 
+Beside each image, the regions an object detector would give OSCAR (`regions.py`: a face, the
+caption band, the stars; tags, boxes and appearance features, the face's encoding its mood).
+
 Each meme comes from five hidden factors, so that some labels need the image, some the text
 and some both (a unimodal model cannot reach the multimodal one):
   image mood m_i in {0, 1, 2}: a frowning blue, flat gray or smiling yellow face;
@@ -29,32 +32,33 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mmjax.data import cache
+from mmjax.projects.memotion3 import regions
 from mmjax.projects.memotion3.memotion_table import LABEL_VOCABULARIES
 
 __all__ = ["HEADER", "TEST_HEADER", "draw_meme", "labels_of", "meme_factors", "synthetic_settings",
            "write_synthetic_memes"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: region features for OSCAR
 HEADER = ("", "Image_URL", "humour", "sarcastic", "offensive", "motivational", "overall", "ocr")
 TEST_HEADER = ("", "Image_URL", "ocr")
 SPLITS = ("train", "val", "test")
 
 _MOOD_P = (0.3, 0.35, 0.35)
 _LAUGHS_P = (0.15, 0.48, 0.29, 0.08)
-_INSULTS_P = (0.6, 0.28, 0.09, 0.03)
-_MOTIVATIONAL_P, _SARCASM_TAG_P = 0.12, 0.4
+INSULTS_P = (0.6, 0.28, 0.09, 0.03)
+MOTIVATIONAL_P, _SARCASM_TAG_P = 0.12, 0.4
 _FACE_COLOURS = ((70, 110, 230), (160, 160, 160), (245, 210, 40))  # frown, flat, smile
 _STAR_COLOUR = (225, 30, 200)
-_OPENERS = ("when you", "me after", "my friend", "that moment", "nobody:", "pov:", "teacher:",
+OPENERS = ("when you", "me after", "my friend", "that moment", "nobody:", "pov:", "teacher:",
             "mom:", "me:")
-_MOOD_PHRASES = (("worst day ever", "so sad", "i hate mondays", "this is terrible",
+MOOD_PHRASES = (("worst day ever", "so sad", "i hate mondays", "this is terrible",
                   "crying inside"),
                  ("it is what it is", "okay then", "just another day", "fine i guess",
                   "whatever"),
                  ("best day ever", "so happy", "love this", "feeling great", "pure joy"))
-_INSULTS = ("idiot", "loser", "clown", "stupid")
-_MOTIVATION = ("never give up", "keep going", "believe in yourself", "you can do it")
-_FILLERS = ("lol", "bro", "yaar", "bhai", "kya scene", "literally", "same")
+INSULTS = ("idiot", "loser", "clown", "stupid")
+MOTIVATION = ("never give up", "keep going", "believe in yourself", "you can do it")
+FILLERS = ("lol", "bro", "yaar", "bhai", "kya scene", "literally", "same")
 
 
 def synthetic_settings(*, num_train: int, num_val: int, num_test: int, image_size: int,
@@ -69,8 +73,8 @@ def meme_factors(rng: np.random.Generator) -> dict:
   """One meme's hidden factors (module docstring)."""
   image_mood, text_mood = (int(rng.choice(3, p=_MOOD_P)) for _ in range(2))
   return dict(image_mood=image_mood, text_mood=text_mood,
-              laughs=int(rng.choice(4, p=_LAUGHS_P)), insults=int(rng.choice(4, p=_INSULTS_P)),
-              motivational=bool(rng.random() < _MOTIVATIONAL_P),
+              laughs=int(rng.choice(4, p=_LAUGHS_P)), insults=int(rng.choice(4, p=INSULTS_P)),
+              motivational=bool(rng.random() < MOTIVATIONAL_P),
               sarcasm_tag=bool(rng.random() < _SARCASM_TAG_P))
 
 
@@ -85,12 +89,12 @@ def labels_of(factors: dict) -> dict:
 
 def _text(rng: np.random.Generator, factors: dict) -> str:
   """The OCR text: opener, mood phrase, insults, motivation, fillers; some with line breaks."""
-  words = [_OPENERS[rng.integers(len(_OPENERS))],
-           _MOOD_PHRASES[factors["text_mood"]][rng.integers(5)]]
-  words += [_INSULTS[i] for i in rng.integers(len(_INSULTS), size=factors["insults"])]
+  words = [OPENERS[rng.integers(len(OPENERS))],
+           MOOD_PHRASES[factors["text_mood"]][rng.integers(5)]]
+  words += [INSULTS[i] for i in rng.integers(len(INSULTS), size=factors["insults"])]
   if factors["motivational"]:
-    words.append(_MOTIVATION[rng.integers(len(_MOTIVATION))])
-  words += [_FILLERS[i] for i in rng.integers(len(_FILLERS), size=rng.integers(0, 3))]
+    words.append(MOTIVATION[rng.integers(len(MOTIVATION))])
+  words += [FILLERS[i] for i in rng.integers(len(FILLERS), size=rng.integers(0, 3))]
   order = [0, 1] + list(1 + 1 + rng.permutation(len(words) - 2))
   text = " ".join(words[i] for i in order)
   if factors["sarcasm_tag"] and factors["image_mood"] != factors["text_mood"]:
@@ -111,7 +115,9 @@ def _star(draw: ImageDraw.ImageDraw, cx: float, cy: float, radius: float) -> Non
 
 
 def _image(rng: np.random.Generator, factors: dict, text: str, size: int) -> Image.Image:
-  """An RGB meme of size S x 5S/4: caption band on top, a face, `laughs` stars, noise."""
+  """An RGB meme of size S x 5S/4: caption band on top, a face, `laughs` stars, noise. Adds
+  what a detector would find to `factors`: 'objects' [(tag, (x1, y1, x2, y2))] and
+  'image_shape' (H, W)."""
   height, width = size, size * 5 // 4
   background = tuple(int(v) for v in rng.integers(90, 200, 3))
   image = Image.new("RGB", (width, height), background)
@@ -142,10 +148,15 @@ def _image(rng: np.random.Generator, factors: dict, text: str, size: int) -> Ima
     draw.line((mouth[0], cy + 0.4 * radius, mouth[2], cy + 0.4 * radius), fill=(20, 20, 20),
               width=line_width)
   corners = rng.permutation(4)[:factors["laughs"]]
+  objects = [("text", (0, 0, width, band)), ("face", (cx - radius, cy - radius, cx + radius,
+                                                      cy + radius))]
   for corner in corners:
     sx = width * (0.14 if corner % 2 == 0 else 0.86)
     sy = band + (height - band) * (0.25 if corner < 2 else 0.78)
     _star(draw, sx, sy, size * 0.1)
+    objects.append(("star", (sx - size * 0.1, sy - size * 0.1, sx + size * 0.1, sy + size * 0.1)))
+  factors["objects"] = [(tag, tuple(float(v) for v in box)) for tag, box in objects]
+  factors["image_shape"] = (height, width)
   pixels = np.asarray(image, np.float32) + rng.normal(0, 5.0, (height, width, 3))
   return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
 
@@ -201,8 +212,10 @@ def write_synthetic_memes(directory: str | os.PathLike, *, num_train: int, num_v
     rows = []
     for i in range(counts[split]):
       factors, text, image = draw_meme(rng, image_size)
-      image.save(
-          os.path.join(directory, "image", split, f"{i}.jpg"), quality=92)
+      image_path = os.path.join(directory, "image", split, f"{i}.jpg")
+      image.save(image_path, quality=92)
+      regions.write_regions(image_path, *regions.synthetic_detections(
+          factors, np.random.default_rng([int(seed), len(rows), SPLITS.index(split)])))
       url = f"https://memes.invalid/{split}/{i}.jpg"
       if split == "test":
         rows.append((str(i), url, text))

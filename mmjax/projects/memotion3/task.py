@@ -1,7 +1,10 @@
 """The Memotion task (seed 000, section 3-4): one CLIP meme classifier for one target.
 
 config.model:
-  name          'text' (CLIP-text), 'image' (CLIP-image) or 'multi' (CLIP-multi), see models.py
+  name          'text' (CLIP-text), 'image' (CLIP-image), 'multi' (CLIP-multi) or 'oscar'
+                (OSCAR over the OCR text, object tags and region features), see models.py
+  bert_checkpoint   OSCAR's Hugging Face BERT directory ('' = a small random one with the
+                synthetic memes' vocabulary, synthetic_bert.py); regions: config.data.regions
   preset / checkpoint   the CLIP architecture (mmjax.models.clip.adapter); the weights come
                 through config.init_from (a CLIP run's or a Hugging Face directory's
                 'text_model' / 'vision_model', or the unimodal runs into 'text' / 'image')
@@ -18,18 +21,25 @@ head, and each head's loss and accuracy.
 
 from __future__ import annotations
 
+import logging
+
+import jax
 import ml_collections
 import numpy as np
 
+from mmjax.models import bert
 from mmjax.models.clip import adapter
-from mmjax.projects.memotion3 import meme_data, memotion_table, models
+from mmjax.projects.memotion3 import meme_data, memotion_table, models, synthetic_bert
 from mmjax.tasks import register
 from mmjax.tasks.blended_heads import GBLEND_EVAL_SPLITS, BlendedHeads, BlendedHeadsTask
 from mmjax.tasks.data_task import DataModuleTask
 
+log = logging.getLogger("mmjax")
+
 __all__ = ["HEADS", "HOLDOUT_FRACTION", "MemotionTask", "apply_table3", "build_model"]
 
-HEADS = {"text": ("text",), "image": ("image",), "multi": ("text", "image", "multi")}
+HEADS = {"text": ("text",), "image": ("image",), "multi": ("text", "image", "multi"),
+         "oscar": ("oscar",)}
 HOLDOUT_FRACTION = 0.2  # of the training memes, for online gradient blending
 
 
@@ -53,10 +63,12 @@ def apply_table3(config) -> None:
                                              **(GBLEND_EVAL_SPLITS if blend else {})})
 
 
-def build_model(model_config, num_classes: int):
-  """The classifier named by config.model.name (models.MODELS)."""
-  clip_config = adapter.clip_config(model_config)
+def build_model(model_config, num_classes: int, bert_config=None):
+  """The classifier named by config.model.name (models.MODELS); OSCAR takes `bert_config`."""
   name = model_config.name
+  if name == "oscar":
+    return models.OscarClassifier(bert_config, num_classes, model_config.dropout_rate)
+  clip_config = adapter.clip_config(model_config)
   if name == "text":
     return models.ClipTextClassifier(clip_config, num_classes, model_config.lstm_size,
                                      model_config.lstm_layers, model_config.dropout_rate)
@@ -76,8 +88,8 @@ def build_model(model_config, num_classes: int):
 class MemotionTask(BlendedHeadsTask, DataModuleTask):
   """A Memotion 3 classifier (module docstring).
 
-  Batch: pixel_values [B, S, S, 3], input_ids / attention_mask [B, L] int32, label [B] int32,
-  weight [B]. Model output: {head: logits [B, C]}.
+  Batch: the model's inputs (meme_data.ClipInputs or OscarInputs), label [B] int32, weight
+  [B]. Model output: {head: logits [B, C]}.
   """
 
   evaluator_keys = ("label", "weight")
@@ -87,19 +99,37 @@ class MemotionTask(BlendedHeadsTask, DataModuleTask):
     super().__init__(config)
     self.class_names = meme_data.class_names(config.data)
     self.num_classes = len(self.class_names)
-    self.model = build_model(config.model, self.num_classes)
-    adapter.check_image_size(config.data, self.model.clip)
-    self.tokenizer = adapter.tokenizer(config.model)
-    self.dataset_args = (self.tokenizer,)
-    heads = HEADS[config.model.name]
-    self.blended = BlendedHeads(heads, models.PREDICTION_HEAD[config.model.name],
-                                self.num_classes, config.loss)
+    name = config.model.name
+    if name == "oscar":
+      self.bert_checkpoint = (config.model.bert_checkpoint or
+                              synthetic_bert.synthetic_bert_checkpoint(
+                                  config.data.synthetic.directory, log=log.info))
+      self.model = build_model(config.model, self.num_classes,
+                               bert.read_config(self.bert_checkpoint))
+      regions_config = config.data.regions
+      self.tokenizer = bert.load_tokenizer(self.bert_checkpoint)
+      self.inputs = meme_data.OscarInputs(self.tokenizer, regions_config.max_tokens,
+                                          regions_config.max_regions,
+                                          regions_config.feature_dim)
+    else:
+      self.model = build_model(config.model, self.num_classes)
+      adapter.check_image_size(config.data, self.model.clip)
+      self.tokenizer = adapter.tokenizer(config.model)
+      self.inputs = meme_data.ClipInputs(self.tokenizer, config.data.image_size)
+    self.dataset_args = (self.inputs,)
+    self.blended = BlendedHeads(HEADS[name], models.PREDICTION_HEAD[name], self.num_classes,
+                                config.loss)
 
   def example_batch(self, batch_size: int):
-    size = self.config.data.image_size
-    length = self.tokenizer.context_length
-    return {"pixel_values": np.zeros((batch_size, size, size, 3), np.float32),
-            "input_ids": np.zeros((batch_size, length), np.int32),
-            "attention_mask": np.ones((batch_size, length), np.int32),
-            "label": np.zeros((batch_size,), np.int32),
+    example = self.inputs.collate([None] * batch_size)
+    return {**example, "label": np.zeros((batch_size,), np.int32),
             "weight": np.ones((batch_size,), np.float32)}
+
+  def pretrained_params(self, params):
+    """OSCAR's 'bert' subtree from config.model.bert_checkpoint (the synthetic random one when
+    empty); None for the CLIP models (their weights come through config.init_from)."""
+    if self.config.model.name != "oscar":
+      return None
+    host = jax.tree.map(np.asarray, jax.device_get(params))
+    host["bert"] = bert.from_pretrained(self.bert_checkpoint, host["bert"])
+    return host
