@@ -25,7 +25,8 @@ flags.DEFINE_string("clip_variants", "", "configs/clip_pretrain.py variants for 
 flags.DEFINE_string("targets", "all", f"'all' or some of {list(pipeline.TARGETS)}.")
 flags.DEFINE_integer("trials", 3, "Search trials per model and target (the two best are kept).")
 flags.DEFINE_integer("seed", 0, "Order in which the search visits its grid.")
-flags.DEFINE_enum("backend", "local", list(pipeline.BACKENDS), "The search's trial runner.")
+flags.DEFINE_enum("backend", "auto", list(pipeline.BACKENDS),
+                  "The search's trial runner: Ray Tune, local, or auto (Ray Tune if installed).")
 flags.DEFINE_string("hateful_memes", "", "Facebook Hateful Memes folder (train.jsonl, img/).")
 flags.DEFINE_string("mami", "", "MAMI folder (training/training.csv, test/).")
 flags.DEFINE_integer("synthetic_size", 300, "Memes per synthetic pretraining corpus.")
@@ -33,6 +34,10 @@ flags.DEFINE_string("train_file", "", "Memotion train.csv ('' = the embedded syn
 flags.DEFINE_string("eval_file", "", "Memotion val.csv.")
 flags.DEFINE_string("test_file", "", "Memotion test.csv (unlabelled; predicted by the ensembles).")
 flags.DEFINE_string("images", "", "Memotion image root ('' = image/ beside memotion3/).")
+flags.DEFINE_string("clip_checkpoint", "", "A Hugging Face CLIP directory (config.model.checkpoint "
+                    "of every CLIP run: architecture, tokenizer; weights for stage a).")
+flags.DEFINE_string("bert_checkpoint", "",
+                    "OSCAR's Hugging Face BERT directory ('' = a small random one).")
 flags.DEFINE_integer("steps", 0, "> 0: every run trains this many steps, evaluating and "
                      "checkpointing 3 times (0: the configs' own schedules).")
 FLAGS = flags.FLAGS
@@ -50,9 +55,11 @@ def main(argv):
   del argv
   memotion = multirun.with_values(load_checkout_config("memotion3", FLAGS.variants), **{
       "data.train_file": FLAGS.train_file, "data.eval_file": FLAGS.eval_file,
-      "data.test_file": FLAGS.test_file, "data.images": FLAGS.images},
+      "data.test_file": FLAGS.test_file, "data.images": FLAGS.images,
+      "model.checkpoint": FLAGS.clip_checkpoint, "model.bert_checkpoint": FLAGS.bert_checkpoint},
       **schedule(FLAGS.steps))
   clip = multirun.with_values(load_checkout_config("clip_pretrain", FLAGS.clip_variants),
+                              **{"model.checkpoint": FLAGS.clip_checkpoint},
                               **schedule(FLAGS.steps))
   pipeline.run_pipeline(clip, memotion, FLAGS.workdir,
       targets=pipeline.parse_targets(FLAGS.targets), trials=FLAGS.trials, seed=FLAGS.seed,

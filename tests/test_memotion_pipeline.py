@@ -225,7 +225,8 @@ def test_the_whole_pipeline_on_the_embedded_data(tmp_path):
   """launch/memotion3.py, Task A only, tiny sizes (about 8 minutes on 2 cores)."""
   subprocess.run([sys.executable, os.path.join(ROOT, "launch", "memotion3.py"),
                   f"--workdir={tmp_path}", "--variants=tiny", "--clip_variants=tiny",
-                  "--targets=task_a", "--trials=2", "--synthetic_size=60"], check=True,
+                  "--targets=task_a", "--trials=2", "--synthetic_size=60", "--backend=local"],
+                 check=True,
                  cwd=ROOT, env=dict(os.environ, MMJAX_CACHE=str(tmp_path / "cache")))
   table = json.loads((tmp_path / "table4.json").read_text())
   assert set(table["rows"]) == {name for name, _ in pipeline.ROWS} | set(pipeline.ENSEMBLES)

@@ -101,7 +101,7 @@ def test_offline_gblend_weights_file_is_read_by_the_task(cache_dir, tmp_path):
     assert record["losses"]["holdout_end"][i] == evals[-1][f"loss_{head}"]
   task = get_task(multirun.with_values(_config("image"), **{"loss.gblend.mode": "offline",
                                                             "loss.gblend.weights_file": path}))
-  np.testing.assert_allclose([task.fixed_weights[h] for h in heads], weights, rtol=1e-6)
+  np.testing.assert_allclose([task.blended.fixed_weights[h] for h in heads], weights, rtol=1e-6)
   with pytest.raises(ValueError, match=r"config.evals has no split\(s\) \['gblend_train', "
                      r"'gblend_holdout'\]"):
     multirun.offline_gblend(_config("image"), str(tmp_path / "x"), heads, steps=4)

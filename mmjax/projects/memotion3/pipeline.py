@@ -27,14 +27,17 @@ pipeline started again resumes: finished runs are only evaluated again.
                   (majority vote over the best subset of text0, image0, multi0, oscar0)
                   and Ensemble-2 (of all eight), Task B derived from Task C's predictions; the
                   ensembles' subsets chosen on validation, then applied to the test memes
-The search runs its trials with Ray Tune (`backend='ray'`, the paper's tool; trials spread over
-a Ray cluster when `ray.init` finds one) or one after another in this process ('local').
+The search runs its trials with Ray Tune (`backend='ray'`, the paper's tool: a local Ray
+instance by default, a cluster's when `ray.init` finds one running) or one after another in this
+process ('local'); 'auto' (the default) is Ray Tune when `ray` is installed
+(`pip install -e ".[tune]"`), else local.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import itertools
 import logging
 import os
@@ -59,7 +62,7 @@ TABLE4_COLUMNS = (("task_a", "Overall"), ("humour", "Humorous"), ("motivational"
                   ("offensive", "Offensive"), ("sarcasm", "Sarcastic"))
 SEARCH_SPACE = {"optimizer.learning_rate": (1e-4, 3e-4, 1e-3),
                 "model.dropout_rate": (0.1, 0.2, 0.3)}
-BACKENDS = ("local", "ray")
+BACKENDS = ("auto", "local", "ray")
 MODELS = ("text", "image", "multi", "oscar")
 METRIC = "weighted_f1"
 
@@ -115,11 +118,13 @@ def _run_trial(config, workdir: str, overrides: dict) -> float:
   return best_score(workdir)
 
 
-def search(config, root: str, *, trials: int, seed: int = 0, backend: str = "local"
+def search(config, root: str, *, trials: int, seed: int = 0, backend: str = "auto"
            ) -> List[Trial]:
   """The trials of `config` under `root`/trial_<k>, best first (ties: the earlier trial)."""
   if backend not in BACKENDS:
     raise ValueError(f"search backend {backend!r}; expected one of {BACKENDS}")
+  if backend == "auto":
+    backend = "ray" if importlib.util.find_spec("ray") else "local"
   points = trial_overrides(trials, seed)
   workdirs = [os.path.join(root, f"trial_{k}") for k in range(len(points))]
   if backend == "ray":
@@ -133,8 +138,9 @@ def search(config, root: str, *, trials: int, seed: int = 0, backend: str = "loc
 
 
 def _ray_search(config, workdirs: Sequence[str], points: Sequence[dict]) -> List[float]:
-  """Runs the trials as Ray Tune trials (one CPU-bound trial at a time on one machine; a Ray
-  cluster runs them in parallel). Each trial is `_run_trial` in its own workdir."""
+  """Runs the trials as Ray Tune trials, each asking for as many CPUs as this machine has (one
+  at a time here; a Ray cluster named by $RAY_ADDRESS runs one per node in parallel). Each
+  trial is `_run_trial` in its own workdir."""
   import ray  # pylint: disable=import-outside-toplevel
   from ray import tune  # pylint: disable=import-outside-toplevel
 
@@ -143,7 +149,9 @@ def _ray_search(config, workdirs: Sequence[str], points: Sequence[dict]) -> List
     return {"score": _run_trial(config, workdirs[k], points[k])}
 
   started = not ray.is_initialized()
-  if started:
+  if started and os.environ.get("RAY_ADDRESS"):  # a running cluster's
+    ray.init(log_to_driver=False, configure_logging=False)
+  elif started:  # a local instance with this machine's cores
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
   try:
@@ -361,7 +369,7 @@ def _write_test_predictions(path: str, results: dict, class_names: dict,
 
 
 def run_pipeline(clip_config, memotion_config, root: str, *, targets: Sequence[str] = TARGETS,
-                 trials: int = 2, seed: int = 0, backend: str = "local", hateful_memes: str = "",
+                 trials: int = 2, seed: int = 0, backend: str = "auto", hateful_memes: str = "",
                  mami: str = "", synthetic_size: int = 300,
                  log_fn: Callable[[str], None] = print) -> dict:
   """Stages (a)-(c), predictions, ensembles and Table 4 under `root` (module docstring).
