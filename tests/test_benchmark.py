@@ -171,6 +171,24 @@ def test_benchmark_json_records(clip_run):
     assert by_name["emovclip/prompt_tuning/flops_per_step"]["unit"] == "FLOP"
 
 
+def test_benchmark_memotion3_suite_tiny(tmp_path):
+  """The Memotion train steps (here CLIP-image and OSCAR, the two that compile in seconds)."""
+  records_path = tmp_path / "bench.jsonl"
+  results = _run_benchmark(tmp_path / "cache", "--suite=memotion3",
+                           "--memotion_config=configs/memotion3.py:tiny", "--memotion_batch=2",
+                           "--memotion_models=image,oscar", "--clip_steps=1", "--clip_warmup=0",
+                           f"--json={records_path}")["memotion3"]
+  assert list(results["steps"]) == ["image", "oscar"]
+  for model, step in results["steps"].items():
+    assert step["batch_size"] == 2, model
+    _positive_numbers(step, ["params", "compile_s", "step_s", "memes_per_s", "peak_rss_mb"])
+  assert results["steps"]["oscar"]["preset"] == "small random BERT"
+  by_name = {r["name"]: r for r in _read_records(records_path)}
+  assert by_name["memotion3/steps/oscar/memes_per_sec"]["unit"] == "memes/s"
+  assert by_name["memotion3/steps/image/memes_per_sec"]["value"] == pytest.approx(
+      results["steps"]["image"]["memes_per_s"])
+
+
 def test_records_of_every_youtube8m_measurement():
   """Every key the YouTube-8M suite can report (incl. the TensorFlow comparison, not installed
   in CI) has a unit or is marked as a setting; sections are renamed; non-finite values are left
