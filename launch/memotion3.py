@@ -43,24 +43,16 @@ flags.DEFINE_integer("steps", 0, "> 0: every run trains this many steps, evaluat
 FLAGS = flags.FLAGS
 
 
-def schedule(steps: int) -> dict:
-  """Config overrides for --steps (none for 0)."""
-  if steps <= 0:
-    return {}
-  every = max(1, steps // 3)
-  return {"total_steps": steps, "eval_every_steps": every, "checkpoint_every_steps": every}
-
-
 def main(argv):
   del argv
   memotion = multirun.with_values(load_checkout_config("memotion3", FLAGS.variants), **{
       "data.train_file": FLAGS.train_file, "data.eval_file": FLAGS.eval_file,
       "data.test_file": FLAGS.test_file, "data.images": FLAGS.images,
       "model.checkpoint": FLAGS.clip_checkpoint, "model.bert_checkpoint": FLAGS.bert_checkpoint},
-      **schedule(FLAGS.steps))
+      **multirun.schedule(FLAGS.steps))
   clip = multirun.with_values(load_checkout_config("clip_pretrain", FLAGS.clip_variants),
                               **{"model.checkpoint": FLAGS.clip_checkpoint},
-                              **schedule(FLAGS.steps))
+                              **multirun.schedule(FLAGS.steps))
   pipeline.run_pipeline(clip, memotion, FLAGS.workdir,
       targets=pipeline.parse_targets(FLAGS.targets), trials=FLAGS.trials, seed=FLAGS.seed,
       backend=FLAGS.backend, hateful_memes=FLAGS.hateful_memes, mami=FLAGS.mami,

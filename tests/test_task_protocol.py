@@ -121,6 +121,7 @@ def test_the_default_hooks_change_nothing():
   transforms = task.optimizer_transforms()
   assert not transforms.gradient and not transforms.weight
   assert task.pretrained_params({"w": 1}) is None
+  assert task.pretrained_model_state({"batch_stats": {}}) is None
   assert task.compiler_options("cpu") == {}
 
 
@@ -130,7 +131,8 @@ def test_the_architecture_map_and_the_readme_layout_match_the_tree():
   for folder in sorted(p.name for p in PROJECTS.iterdir() if (p / "__init__.py").is_file()):
     assert f"{folder}/" in architecture and f"{folder}/" in readme, folder
   for hook in ("optimizer_transforms", "init_task_state", "update_task_state",
-               "after_evaluation", "pretrained_params", "compiler_options", "init_from",
+               "after_evaluation", "pretrained_params", "pretrained_model_state",
+               "compiler_options", "init_from",
                "best_metric", "evals"):
     assert hook in architecture, hook
   for core in ("tasks/", "train/", "data/", "models/clip/", "nn/", "metrics/"):

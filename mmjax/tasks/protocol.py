@@ -121,7 +121,8 @@ class Task(Protocol):
   Required members: `model`, `evaluator_keys`, `prepare`, `example_batch`, `loss`,
   `predictions`, `train_dataset`, `eval_dataset`, `new_evaluator`.
   Optional hooks (defaults here; override what the system needs): `optimizer_transforms`,
-  `init_task_state`, `update_task_state`, `after_evaluation`, `pretrained_params`.
+  `init_task_state`, `update_task_state`, `after_evaluation`, `pretrained_params`,
+  `pretrained_model_state`.
   """
 
   model: Model
@@ -211,6 +212,13 @@ class Task(Protocol):
     del params
     return None
 
+  def pretrained_model_state(self, model_state: PyTree) -> Optional[PyTree]:
+    """The other variable collections of the same pretrained weights (e.g. BatchNorm's
+    'batch_stats' of a torchvision checkpoint): a tree of host arrays shaped like
+    `model_state`, or None. Applied with `pretrained_params`."""
+    del model_state
+    return None
+
 
 REQUIRED_MEMBERS = ("model", "evaluator_keys", "prepare", "example_batch", "loss",
                     "predictions", "train_dataset", "eval_dataset", "new_evaluator")
@@ -222,7 +230,8 @@ def check_task(task: Any, name: str) -> None:
              if not hasattr(task, m) or getattr(type(task), m, None) is getattr(Task, m, 0)]
   if missing or not isinstance(task, Task):
     optional = [m for m in ("optimizer_transforms", "init_task_state", "update_task_state",
-                            "after_evaluation", "compiler_options", "pretrained_params")
+                            "after_evaluation", "compiler_options", "pretrained_params",
+                            "pretrained_model_state")
                 if not hasattr(task, m)]
     raise TypeError(f"task {name!r} ({type(task).__name__}) does not implement "
                     f"mmjax.tasks.Task: missing {missing + optional}; subclass Task to inherit "

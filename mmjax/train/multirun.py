@@ -34,7 +34,8 @@ from mmjax.transforms import gblend
 log = logging.getLogger("mmjax")
 
 __all__ = ["evaluations", "final_state", "k_fold", "offline_gblend", "plot_rounds", "pnao",
-           "predict", "self_training", "with_values", "write_json"]
+           "predict", "schedule", "self_training", "train_unless_finished", "with_values",
+           "write_json"]
 
 
 def with_values(config, **values):
@@ -48,6 +49,25 @@ def with_values(config, **values):
         node = node[part]
       node[leaf] = value
   return config
+
+
+def schedule(steps: int) -> dict:
+  """Config overrides that train `steps` steps, evaluating and checkpointing 3 times (none for
+  steps <= 0: the config's own schedule)."""
+  if steps <= 0:
+    return {}
+  every = max(1, steps // 3)
+  return {"total_steps": steps, "eval_every_steps": every, "checkpoint_every_steps": every}
+
+
+def train_unless_finished(config, workdir: str) -> None:
+  """train_and_evaluate, skipped for a run that finished (its last checkpoint is total_steps
+  and its metrics are written): a restarted protocol does not evaluate it again."""
+  last = os.path.join(workdir, "checkpoints", str(config.total_steps), "commit_success.txt")
+  if os.path.isfile(last) and os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+    log.info("%s: finished earlier (step %d)", workdir, config.total_steps)
+    return
+  train_and_evaluate(config, workdir)
 
 
 def evaluations(workdir: str, split: str) -> List[dict]:

@@ -189,6 +189,11 @@ def _load_initial_weights(config, task, state, shardings):
     params = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), params,
                           state.params)
     state = state.replace(params=jax.device_put(params, shardings.params))
+  model_state = task.pretrained_model_state(state.model_state)
+  if model_state is not None:
+    model_state = jax.tree.map(lambda new, old: np.asarray(new, dtype=old.dtype), model_state,
+                               state.model_state)
+    state = state.replace(model_state=jax.device_put(model_state, shardings.model_state))
   entries = init_from.entries(config)
   if entries:
     params, model_state = init_from.apply_init_from(entries, state.params, state.model_state)

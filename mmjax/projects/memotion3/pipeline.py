@@ -50,7 +50,6 @@ from mmjax.data import cache
 from mmjax.projects.memotion3 import meme_data, memotion_table, pretrain_corpora, task
 from mmjax.projects.memotion3.models import PREDICTION_HEAD
 from mmjax.train import multirun
-from mmjax.train.trainer import train_and_evaluate
 
 log = logging.getLogger("mmjax")
 
@@ -103,18 +102,8 @@ def trial_overrides(trials: int, seed: int) -> List[dict]:
   return [grid[i] for i in order]
 
 
-def _train(config, workdir: str) -> None:
-  """train_and_evaluate, skipped for a run that finished (its last checkpoint is total_steps
-  and its metrics are written): a restarted pipeline does not evaluate it again."""
-  last = os.path.join(workdir, "checkpoints", str(config.total_steps), "commit_success.txt")
-  if os.path.isfile(last) and os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
-    log.info("%s: finished earlier (step %d)", workdir, config.total_steps)
-    return
-  train_and_evaluate(config, workdir)
-
-
 def _run_trial(config, workdir: str, overrides: dict) -> float:
-  _train(_with(config, **overrides), workdir)
+  multirun.train_unless_finished(_with(config, **overrides), workdir)
   return best_score(workdir)
 
 
@@ -201,7 +190,7 @@ def stage_lists(root: str, memotion_data, *, hateful_memes: str = "", mami: str 
 
 def _pretrain_clip(clip_config, root: str, lists: dict) -> str:
   workdir = os.path.join(root, "clip_pre")
-  _train(_with(clip_config, **{
+  multirun.train_unless_finished(_with(clip_config, **{
       "data.train_file": lists[pretrain_corpora.PAIR_FILES[0]],
       "data.eval_file": lists[pretrain_corpora.PAIR_FILES[1]]}), workdir)
   return workdir
@@ -216,7 +205,7 @@ def _pretrain_unimodal(config, root: str, lists: dict, clip_workdir: str) -> dic
         "data.format": "binary", "data.train_file": lists[pretrain_corpora.BINARY_FILES[0]],
         "data.eval_file": lists[pretrain_corpora.BINARY_FILES[1]],
         "init_from": (_init(clip_workdir, tower, tower),)})
-    _train(uni, runs[model])
+    multirun.train_unless_finished(uni, runs[model])
   return runs
 
 
@@ -249,7 +238,7 @@ def _target_runs(config, root: str, target: str, uni: dict, *, trials: int, seed
   no_gb = _with(target_config(config, target, "multi", gradient_blending=False),
                 init_from=inits["multi"], **best_overrides(kept["multi0"][1]))
   workdir = os.path.join(root, target, "multi0_no_gb")
-  _train(no_gb, workdir)
+  multirun.train_unless_finished(no_gb, workdir)
   kept["multi0_no_gb"] = (workdir, no_gb)
   return kept
 
