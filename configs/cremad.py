@@ -6,14 +6,19 @@ the embedded synthetic clips (written once in CREMA-D's layout, VideoFlash/*.flv
 AudioWAV/*.wav), at 64 px so that it runs on a laptop CPU.
 
 Variants (combine with commas, e.g. ':i3d_multimodal,tiny'):
-  <encoder>_<modality>   a cell of Tables 1-3: encoder in resnet18, googlenet, vgg16, vit (2D,
-                         middle frame and whole spectrogram) or simple3d, i3d, videomae (3D,
-                         24 fps frames and time-aligned spectrogram chunks); modality in audio,
-                         vision, multimodal
-  actor_split            actor-disjoint train/test split instead of the paper's random one
-  tiny                   seconds on a laptop CPU (tests): 32 px, 8 frames, small widths
-  paper                  the paper's sizes (224 px, 135 padded frames or 32 for VideoMAE) and
-                         Table 4's batch size, learning rate, epochs and dropout for the cell
+  The cells of Tables 1-3, '<encoder>_<modality>' (2D encoders read the middle-frame face and
+  the whole spectrogram; 3D encoders the 24 fps frames and time-aligned spectrogram chunks):
+  resnet18_audio  resnet18_vision  resnet18_multimodal       2D CNN
+  googlenet_audio  googlenet_vision  googlenet_multimodal    2D CNN
+  vgg16_audio  vgg16_vision  vgg16_multimodal                2D CNN
+  vit_audio  vit_vision  vit_multimodal                      2D transformer (1 channel)
+  simple3d_audio  simple3d_vision  simple3d_multimodal       3D CNN
+  i3d_audio  i3d_vision  i3d_multimodal                      3D CNN
+  videomae_audio  videomae_vision  videomae_multimodal       video transformer
+  actor_split   actor-disjoint train/test split instead of the paper's random one
+  tiny          seconds on a laptop CPU (tests): 32 px, 8 frames, small widths
+  paper         the paper's sizes (224 px, 135 padded frames or 32 for VideoMAE) and Table 4's
+                batch size, learning rate, epochs and dropout for the cell
 Evaluation splits: 'eval' = the test split, 'train_split' = the training split (Tables 1-3 report
 both). Modality ablation (Tables 1-2's 'Ablated I3D'): --config.data.ablate=vision (or audio)
 blanks that half of a multimodal input at evaluation.

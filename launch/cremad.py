@@ -10,6 +10,7 @@ Writes results.json, tables.md and figure2.png under --workdir; a killed run res
 cells are not trained again).
 """
 
+import ast
 import platform
 
 from absl import app, flags
@@ -26,9 +27,26 @@ flags.DEFINE_string("cache_root", "", "Where the preprocessed clips are cached, 
                     "per preprocessing setting ('' = $MMJAX_CACHE or ~/.cache/mmjax).")
 flags.DEFINE_enum("split", "random", ["random", "actor"], "The train/test split.")
 flags.DEFINE_integer("workers", 2, "Preprocessing processes.")
+flags.DEFINE_list("set", [], "Config overrides for every cell, key=value with a Python "
+                  "literal value, e.g. data.max_frames=60,data.image_size=32.")
 flags.DEFINE_integer("steps", 0, "> 0: every cell trains this many steps, evaluating and "
                      "checkpointing 3 times (0: the configs' own schedules).")
 FLAGS = flags.FLAGS
+
+
+def parse_overrides(pairs) -> dict:
+  """['data.max_frames=60', ...] -> {'data.max_frames': 60, ...} (values as Python literals,
+  else strings)."""
+  overrides = {}
+  for pair in pairs:
+    key, sep, text = pair.partition("=")
+    if not sep:
+      raise ValueError(f"--set {pair!r}: expected key=value")
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text
+  return overrides
 
 
 def main(argv):
@@ -37,7 +55,7 @@ def main(argv):
     cells.split_cell(cell)  # a typo fails before any training
   overrides = {"data.root": FLAGS.root, "data.cache_root": FLAGS.cache_root,
                "data.split": FLAGS.split, "data.workers": FLAGS.workers,
-               **multirun.schedule(FLAGS.steps)}
+               **multirun.schedule(FLAGS.steps), **parse_overrides(FLAGS.set)}
   results = tables.run_cells(FLAGS.workdir, FLAGS.cells, variants=FLAGS.variants,
                              overrides=overrides)
   print(tables.write_outputs(FLAGS.workdir, results,

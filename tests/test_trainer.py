@@ -39,6 +39,7 @@ TASK_METRICS = {
     "youtube8m_correlation": ("accuracy", "fpr", "fnr"),
     "avdigits": ("accuracy", "weighted_f1", "macro_f1"),
     "memotion3": ("accuracy", "weighted_f1", "macro_f1"),
+    "cremad": ("accuracy", "weighted_f1", "macro_f1", "accuracy_emotion"),
 }
 
 

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.models import torch_import
-from mmjax.nn.conv import BatchNorm
+from mmjax.nn.conv import TORCH_LINEAR, BatchNorm
 
 __all__ = ["I3D", "InceptionModule", "Logits", "MIXED_WIDTHS", "PARTITION_RULES", "Unit3D",
            "load_i3d", "max_pool_same", "same_pads", "torch_name"]
@@ -113,6 +113,7 @@ class Unit3D(nn.Module):
   def __call__(self, x, *, train: bool = False):
     pads = same_pads(x.shape[1:4], self.kernel, self.strides)
     x = nn.Conv(self.features, self.kernel, strides=self.strides, padding=pads, use_bias=False,
+                kernel_init=TORCH_LINEAR,
                 name="conv3d")(x)
     x = BatchNorm(self.bn_momentum, self.bn_epsilon, name="bn")(x, train=train)
     return nn.relu(x)
@@ -139,7 +140,7 @@ class Logits(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.Conv(self.num_classes, (1, 1, 1), name="conv3d")(x)
+    return nn.Conv(self.num_classes, (1, 1, 1), kernel_init=TORCH_LINEAR, name="conv3d")(x)
 
 
 class I3D(nn.Module):
