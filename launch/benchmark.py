@@ -23,6 +23,15 @@ memotion3: the Memotion 3 train steps of CLIP-text, CLIP-image, CLIP-multi and O
   python launch/benchmark.py --suite=memotion3 --memotion_config=configs/memotion3.py:tiny \
       --memotion_batch=4 --clip_steps=1 --clip_warmup=0  # seconds
 
+cremad: the CREMA-D shared encoders' train steps (configs/cremad.py; random inputs) at the
+paper's 3D multimodal input, 135 x 224 x 448 x 3 per clip (I3D, Simple3D; VideoMAE: 32 x 224 x
+224 x 3, with --cremad_cells), clips/s, compile time and memory (XLA's compiled peak and the
+process RSS), with the 2D and 3D preprocessing throughput (clips/s) on synthetic clips in
+CREMA-D's layout.
+  python launch/benchmark.py --suite=cremad  # I3D, Simple3D; batch 1, 12 clips with 2 workers
+  python launch/benchmark.py --suite=cremad --cremad_config=configs/cremad.py:tiny \
+      --cremad_clips=2 --cremad_workers=1 --cremad_steps=1  # seconds
+
 collectives: the collectives (kind, count, bytes per device) that XLA puts in the sharded train
 steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
 pretraining (configs/clip_pretrain.py: its tiny CLIP unless --clip_preset is given; --clip_batch)
@@ -36,7 +45,7 @@ unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarkin
   python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
       --json=/tmp/mmjax_bench/records.jsonl
 What each number times: see mmjax/benchmarking.py and the suites' modules,
-mmjax/projects/{youtube8m,memotion3,emovclip}/benchmark.py,
+mmjax/projects/{youtube8m,memotion3,emovclip,cremad}/benchmark.py,
 mmjax/projects/memotion3/step_benchmark.py and
 mmjax/projects/youtube8m/collectives_benchmark.py.
 """
@@ -48,13 +57,13 @@ from ml_collections import config_flags
 
 from mmjax import hostmem
 
-SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3")
+SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3", "cremad")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("suite", ["youtube8m"], "Comma-separated benchmarks, run in this order: "
                   "'youtube8m' (train step, input pipeline, metrics; needs --config), 'clip' "
                   "(CLIP image tower), 'emovclip' (prompt-tuning train step), 'collectives' "
-                  "(the collectives of the sharded train steps).")
+                  "(the collectives of the sharded train steps), 'memotion3', 'cremad'.")
 flags.DEFINE_string("json", None, "Append one JSON record per measurement to this file (JSON "
                     "Lines; parent folders are created).")
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); "
@@ -102,6 +111,20 @@ flags.DEFINE_list("memotion_models", ["text", "image", "multi", "oscar"],
                   "--suite=memotion3: the train steps of CLIP-text, CLIP-image, CLIP-multi "
                   "and/or OSCAR.")
 flags.DEFINE_integer("memotion_batch", 32, "--suite=memotion3: memes per train step.")
+flags.DEFINE_string("cremad_config", "configs/cremad.py:paper", "--suite=cremad: the config "
+                    "file and its variants (path[:variants]); each cell is added to the variants "
+                    "(':paper': the paper's input sizes and models; ':tiny': seconds).")
+flags.DEFINE_list("cremad_cells", ["i3d_multimodal", "simple3d_multimodal"],
+                  "--suite=cremad: the cells (<encoder>_<modality>) whose train steps are timed "
+                  "(add videomae_multimodal where memory allows: its batch-1 step at 32 x 224 x "
+                  "224 needs about 20 GiB on a CPU).")
+flags.DEFINE_integer("cremad_batch", 1, "--suite=cremad: clips per train step (3D CNNs).")
+flags.DEFINE_integer("cremad_videomae_batch", 1, "--suite=cremad: clips per VideoMAE step.")
+flags.DEFINE_integer("cremad_clips", 12, "--suite=cremad: synthetic clips preprocessed (2D and "
+                     "3D; 0: no preprocessing).")
+flags.DEFINE_integer("cremad_workers", 2, "--suite=cremad: preprocessing processes.")
+flags.DEFINE_integer("cremad_steps", 2, "--suite=cremad: timed train steps per cell (after the "
+                     "first, compiled one; no warm-up steps).")
 flags.register_validator(
     "suite", lambda suites: bool(suites) and set(suites) <= set(SUITES)
     and len(set(suites)) == len(suites),
@@ -139,6 +162,12 @@ def run_suite(name: str):
     return step_benchmark, step_benchmark.run_suite(
         FLAGS.memotion_config, models=FLAGS.memotion_models, batch_size=FLAGS.memotion_batch,
         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup)
+  if name == "cremad":
+    from mmjax.projects.cremad import benchmark
+    return benchmark, benchmark.run_suite(
+        FLAGS.cremad_config, cell_names=FLAGS.cremad_cells, batch_size=FLAGS.cremad_batch,
+        videomae_batch=FLAGS.cremad_videomae_batch, steps=FLAGS.cremad_steps, warmup=0,
+        num_clips=FLAGS.cremad_clips, workers=FLAGS.cremad_workers)
   from mmjax.projects.emovclip import benchmark
   return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
                                         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,

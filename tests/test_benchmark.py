@@ -189,6 +189,35 @@ def test_benchmark_memotion3_suite_tiny(tmp_path):
       results["steps"]["image"]["memes_per_s"])
 
 
+def test_benchmark_cremad_suite_tiny(tmp_path):
+  """The CREMA-D suite at tiny sizes: Simple3D's train step on the multimodal 3D input (the
+  cell that compiles in seconds; I3D's takes minutes on a CPU) and 2D and 3D preprocessing of
+  two synthetic clips."""
+  records_path = tmp_path / "bench.jsonl"
+  results = _run_benchmark(tmp_path / "cache", "--suite=cremad",
+                           "--cremad_config=configs/cremad.py:tiny",
+                           "--cremad_cells=simple3d_multimodal", "--cremad_batch=2",
+                           "--cremad_steps=1", "--cremad_clips=2", "--cremad_workers=1",
+                           f"--json={records_path}")["cremad"]
+  step = results["steps"]["simple3d_multimodal"]
+  assert list(results["steps"]) == ["simple3d_multimodal"]
+  assert step["batch_size"] == 2 and step["input_shape"] == [8, 32, 64, 3]  # tiny: 8 x 32 x 2*32
+  _positive_numbers(step, ["params", "compile_s", "step_s", "clips_per_s", "peak_rss_mb",
+                           "compiled_peak_mb"])
+  assert step["compiled_peak_mb"] >= step["compiled_temp_mb"]
+  for mode in ("2d", "3d"):
+    assert results["preprocess"][mode]["clips"] == 2, mode
+    _positive_numbers(results["preprocess"][mode], ["clips_per_s", "preprocess_s"])
+  by_name = {r["name"]: r for r in _read_records(records_path)}
+  assert by_name["cremad/steps/simple3d_multimodal/clips_per_sec"]["unit"] == "clips/s"
+  assert by_name["cremad/steps/simple3d_multimodal/clips_per_sec"]["value"] == pytest.approx(
+      step["clips_per_s"])
+  assert by_name["cremad/steps/simple3d_multimodal/compiled_peak_mb"]["unit"] == "MiB"
+  for mode in ("2d", "3d"):
+    record = by_name[f"cremad/preprocess/{mode}/clips_per_sec"]
+    assert record["unit"] == "clips/s" and record["value"] > 0, record
+
+
 def test_records_of_every_youtube8m_measurement():
   """Every key the YouTube-8M suite can report (incl. the TensorFlow comparison, not installed
   in CI) has a unit or is marked as a setting; sections are renamed; non-finite values are left
