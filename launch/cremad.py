@@ -10,12 +10,11 @@ Writes results.json, tables.md and figure2.png under --workdir; a killed run res
 cells are not trained again).
 """
 
-import ast
 import platform
 
 from absl import app, flags
 
-from mmjax import hostmem
+from mmjax import cli, hostmem
 from mmjax.projects.cremad import cells, tables
 from mmjax.train import multirun
 
@@ -34,28 +33,13 @@ flags.DEFINE_integer("steps", 0, "> 0: every cell trains this many steps, evalua
 FLAGS = flags.FLAGS
 
 
-def parse_overrides(pairs) -> dict:
-  """['data.max_frames=60', ...] -> {'data.max_frames': 60, ...} (values as Python literals,
-  else strings)."""
-  overrides = {}
-  for pair in pairs:
-    key, sep, text = pair.partition("=")
-    if not sep:
-      raise ValueError(f"--set {pair!r}: expected key=value")
-    try:
-      overrides[key] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      overrides[key] = text
-  return overrides
-
-
 def main(argv):
   del argv
   for cell in FLAGS.cells:
     cells.split_cell(cell)  # a typo fails before any training
   overrides = {"data.root": FLAGS.root, "data.cache_root": FLAGS.cache_root,
                "data.split": FLAGS.split, "data.workers": FLAGS.workers,
-               **multirun.schedule(FLAGS.steps), **parse_overrides(FLAGS.set)}
+               **multirun.schedule(FLAGS.steps), **cli.parse_overrides(FLAGS.set)}
   results = tables.run_cells(FLAGS.workdir, FLAGS.cells, variants=FLAGS.variants,
                              overrides=overrides)
   print(tables.write_outputs(FLAGS.workdir, results,

@@ -1,5 +1,6 @@
 """Flags and start-up shared by the launch/ scripts (absl + ml_collections config files)."""
 
+import ast
 import os
 
 from absl import flags
@@ -39,3 +40,18 @@ def workdir() -> str:
   path, variant = config_spec()
   stem = os.path.splitext(os.path.basename(path))[0]
   return os.path.join("workdir", f"{stem}_{variant}" if variant else stem)
+
+
+def parse_overrides(pairs) -> dict:
+  """['data.max_frames=60', ...] -> {'data.max_frames': 60, ...} (values as Python literals,
+  else strings)."""
+  overrides = {}
+  for pair in pairs:
+    key, sep, text = pair.partition("=")
+    if not sep:
+      raise ValueError(f"--set {pair!r}: expected key=value")
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text
+  return overrides

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 
+from mmjax import cli
 from mmjax.projects.cremad import cells, clips, data, preprocess, tables
 from mmjax.tasks import get_task
 from tests.conftest import load_config
@@ -172,3 +173,11 @@ def test_unknown_cells_and_encoders_are_named():
     cells.split_cell("resnet50_audio")
   with pytest.raises(ValueError, match=r"unknown variant\(s\) \['i3d_smell'\]"):
     load_config("cremad", "i3d_smell")
+
+
+def test_launcher_overrides_parse_literals_and_name_bad_pairs():
+  assert cli.parse_overrides(["data.max_frames=60", "optimizer.learning_rate=1e-4",
+                              "data.root=/data/CREMA-D"]) == {
+      "data.max_frames": 60, "optimizer.learning_rate": 1e-4, "data.root": "/data/CREMA-D"}
+  with pytest.raises(ValueError, match=r"--set 'data.max_frames': expected key=value"):
+    cli.parse_overrides(["data.max_frames"])

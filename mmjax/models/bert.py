@@ -28,6 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from mmjax.models.clip.weights import read_state_dict  # noqa: F401  (re-exported)
+from mmjax.models.hf_config import read_dataclass_config
 from mmjax.nn import Dense, activation
 from mmjax.nn.transformer import attention_logits, masked_softmax
 
@@ -56,13 +57,8 @@ class BertConfig:
 
 def read_config(path: str) -> BertConfig:
   """The BertConfig of a checkpoint directory's config.json (unknown keys ignored)."""
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    values = json.load(f)
-  if values.get("model_type", "bert") != "bert":
-    raise ValueError(f"{path}/config.json: model_type {values.get('model_type')!r}, expected "
-                     "'bert'")
-  fields = {f.name for f in dataclasses.fields(BertConfig)}
-  return BertConfig(**{k: v for k, v in values.items() if k in fields})
+  return read_dataclass_config(path, BertConfig, ("bert", None),
+                               "transformers' BertModel.save_pretrained")
 
 
 def _dense(features: int, name: str) -> Dense:

@@ -54,6 +54,7 @@ from safetensors.numpy import save_file
 
 from mmjax.models.clip import sharding as clip_sharding
 from mmjax.models.clip.weights import read_state_dict
+from mmjax.models.hf_config import read_dataclass_config
 from mmjax.models.torch_import import state_dict_from_variables, variables_from_state_dict
 from mmjax.nn import EncoderBlock
 
@@ -176,19 +177,8 @@ class VideoMAEConfig:
 def read_videomae_config(path: str) -> VideoMAEConfig:
   """VideoMAEConfig from `<path>/config.json` (qkv_bias also read as transformers 5's qv_bias;
   unknown keys ignored; ValueError naming the file when model_type is not 'videomae')."""
-  config_file = os.path.join(path, "config.json")
-  if not os.path.isfile(config_file):
-    raise FileNotFoundError(f"{config_file} not found: expected a directory written by "
-                            "transformers' VideoMAE*.save_pretrained")
-  with open(config_file, encoding="utf-8") as f:
-    values = json.load(f)
-  if values.get("model_type") != "videomae":
-    raise ValueError(f"{config_file}: model_type {values.get('model_type')!r}, expected "
-                     "'videomae'")
-  if "qv_bias" in values:
-    values["qkv_bias"] = values["qv_bias"]
-  fields = {f.name for f in dataclasses.fields(VideoMAEConfig)}
-  return VideoMAEConfig(**{k: v for k, v in values.items() if k in fields})
+  return read_dataclass_config(path, VideoMAEConfig, ("videomae",),
+                               "transformers' VideoMAE*.save_pretrained", {"qv_bias": "qkv_bias"})
 
 
 _LAYER_NAMES = {

@@ -27,6 +27,7 @@ from safetensors.numpy import save_file
 
 from mmjax.models.clip.config import ClipConfig
 from mmjax.models.clip.modules import Clip
+from mmjax.models.hf_config import read_config_json
 
 # Buffers some checkpoints carry that are not parameters (recomputed, never trained).
 _IGNORED = re.compile(r".*embeddings\.position_ids$")
@@ -113,12 +114,7 @@ def state_dict_from_params(params) -> Dict[str, np.ndarray]:
 
 def read_config(path: str) -> ClipConfig:
   """ClipConfig from `<path>/config.json` (ValueError naming the file when it is not CLIP)."""
-  config_file = os.path.join(path, "config.json")
-  if not os.path.isfile(config_file):
-    raise FileNotFoundError(f"{config_file} not found: from_pretrained expects a directory "
-                            "written by transformers' CLIPModel.save_pretrained")
-  with open(config_file, encoding="utf-8") as f:
-    config = json.load(f)
+  config_file, config = read_config_json(path, "transformers' CLIPModel.save_pretrained")
   if "text_config" not in config or "vision_config" not in config:
     raise ValueError(f"{config_file} is not a CLIPModel config (no text_config/vision_config; "
                      f"model_type={config.get('model_type')!r})")
