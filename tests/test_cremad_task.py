@@ -138,12 +138,15 @@ def test_paper_variant_is_table4(cell):
 
 def test_tables_put_ours_next_to_the_paper_and_humans(tmp_path):
   results = {"i3d_multimodal": {"train": (0.5, 0.9), "test": (0.7, 0.8), "step": 4,
-                                "ablated_vision": (2.5, 0.45), "ablated_audio": (1.9, 0.55)},
-             "i3d_audio": {"train": (1.0, 0.6), "test": (1.1, 0.6), "step": 4}}
+                                "ablated_vision": (2.5, 0.45), "ablated_audio": (1.9, 0.55),
+                                "setup": "32 px, 8 frames"},
+             "i3d_audio": {"train": (1.0, 0.6), "test": (1.1, 0.6), "step": 4, "setup": "a"}}
   text = tables.format_tables(results, "test machine")
   assert "Table 1: unimodal audio (human accuracy 0.409)" in text
-  assert "| i3d | 1.0000 | 0.6000 | 1.1000 | 0.6000 | 0.9910 / 0.6230 / 1.0220 / 0.6050 |" in text
-  assert "| ablated i3d | - | - | 2.5000 | 0.4500 | - / - / 2.7070 / 0.4480 |" in text
+  assert ("| i3d | 1.0000 | 0.6000 | 1.1000 | 0.6000 | 0.9910 / 0.6230 / 1.0220 / 0.6050 "
+          "| a |") in text
+  assert ("| ablated i3d | - | - | 2.5000 | 0.4500 | - / - / 2.7070 / 0.4480 "
+          "| 32 px, 8 frames |") in text
   assert "| ablated i3d | - | - | 1.9000 | 0.5500 | - / - / 1.9280 / 0.5400 |" in text
   assert "Table 3: multimodal (human accuracy 0.636)" in text and "test machine" in text
   tables.plot_figure2(results, str(tmp_path / "figure2.png"))
@@ -156,7 +159,8 @@ def test_run_cells_trains_and_collects_a_multimodal_cell(cache_dir, tmp_path):
                              log_fn=lambda message: None)
   row = results["simple3d_multimodal"]
   assert row["step"] == 4 and set(row) == {"train", "test", "step", "ablated_vision",
-                                           "ablated_audio"}
+                                           "ablated_audio", "setup"}
+  assert row["setup"] == "32 px, 8 frames, tiny model, batch 4, lr 0.001, 4 steps"
   for loss, accuracy in (row[k] for k in ("train", "test", "ablated_vision", "ablated_audio")):
     assert np.isfinite(loss) and 0.0 <= accuracy <= 1.0
   assert json.loads((tmp_path / "results.json").read_text())["simple3d_multimodal"]["step"] == 4
@@ -166,6 +170,30 @@ def test_run_cells_trains_and_collects_a_multimodal_cell(cache_dir, tmp_path):
   assert os.path.getmtime(tmp_path / "simple3d_multimodal" / "metrics.jsonl") == mtime
   text = tables.write_outputs(str(tmp_path), results)
   assert "| simple3d |" in text and (tmp_path / "figure2.png").is_file()
+
+
+def test_tables_hold_every_finished_cell_under_the_root(tmp_path):
+  """Cells trained by earlier invocations (other budgets) join the tables; a cell whose run
+  stopped before its total_steps is left out, and said so."""
+  def fake_cell(cell, total_steps, last_step, image_size):
+    workdir = tmp_path / cell
+    workdir.mkdir()
+    config = {"data": {"image_size": image_size, "family": "2d", "layout": "cnn",
+                       "max_frames": 135, "num_frames": 32},
+              "model": {"size": "paper"}, "batch_size": 16,
+              "optimizer": {"learning_rate": 1e-4}, "total_steps": total_steps}
+    (workdir / "config.json").write_text(json.dumps(config))
+    records = [{"split": split, "step": last_step, "loss_emotion": 1.5, "accuracy": 0.25}
+               for split in ("eval", "train_split")]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  fake_cell("vgg16_audio", 100, 100, 32)
+  fake_cell("vit_vision", 200, 66, 64)
+  said = []
+  results = tables.collect_finished(str(tmp_path), said.append)
+  assert list(results) == ["vgg16_audio"]
+  assert results["vgg16_audio"]["setup"] == "32 px, batch 16, lr 0.0001, 100 steps"
+  assert results["vgg16_audio"]["test"] == (1.5, 0.25)
+  assert len(said) == 1 and "vit_vision" in said[0] and "not finished" in said[0]
 
 
 def test_unknown_cells_and_encoders_are_named():
