@@ -7,7 +7,9 @@ of configs/cremad.py and prints the tables next to the paper's numbers and the h
   python launch/cremad.py --workdir=/runs/cremad --variants=paper --root=/data/CREMA-D
 
 Writes results.json, tables.md and figure2.png under --workdir; a killed run resumes (finished
-cells are not trained again).
+cells are not trained again). The tables hold every finished cell under --workdir, each row with
+the budget it was trained with, so cells trained by separate invocations (other --set or
+--steps) share one table.
 """
 
 import platform

@@ -180,7 +180,7 @@ def plot_figure2(results: Dict[str, dict], path: str) -> None:
                  label="human")
     axis.set_title(_TITLES[modality].split(": ")[1])
     axis.set_ylim(0, 1)
-    axis.tick_params(axis="x", rotation=45)
+    plt.setp(axis.get_xticklabels(), rotation=45, horizontalalignment="right")
   axes[0].set_ylabel("test accuracy")
   axes[0].legend()
   figure.tight_layout()
