@@ -16,14 +16,13 @@ one panel per modality, with the human accuracy as a line.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Callable, Dict, Optional, Sequence
 
 from mmjax.config_files import load_checkout_config
 from mmjax.projects.cremad import cells
-from mmjax.train import multirun
+from mmjax.train import multirun, snapshot
 
 __all__ = ["ABLATION_SPLITS", "cell_config", "collect", "collect_finished", "format_tables",
            "plot_figure2", "run_cells", "setup", "write_outputs"]
@@ -56,8 +55,8 @@ def _last(workdir: str, split: str) -> Optional[tuple]:
   return last["loss_emotion"], last["accuracy"]
 
 
-def setup(config: dict) -> str:
-  """How a cell was trained, from its config snapshot (a dict of config.json), e.g. '64 px,
+def setup(config) -> str:
+  """How a cell was trained, from its config (the run's snapshot), e.g. '64 px,
   60 frames, batch 16, lr 0.001, 200 steps' (frames for 3D encoders only)."""
   data = config["data"]
   parts = [f"{data['image_size']} px"]
@@ -71,21 +70,13 @@ def setup(config: dict) -> str:
   return ", ".join(parts)
 
 
-def _snapshot(workdir: str) -> Optional[dict]:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
 def collect(workdir: str, cell: str) -> dict:
   """{'train': (loss, accuracy), 'test': (...), ['ablated_vision': ..., 'ablated_audio': ...],
   'step': int, 'setup': str} of a finished cell's last evaluation."""
   _, modality = cells.split_cell(cell)
   result = {"train": _last(workdir, "train_split"), "test": _last(workdir, "eval"),
             "step": multirun.evaluations(workdir, "eval")[-1]["step"],
-            "setup": setup(_snapshot(workdir))}
+            "setup": setup(snapshot.read(workdir))}
   if modality == "multimodal":
     result.update({split: _last(workdir, split) for split in ABLATION_SPLITS})
   return result
@@ -97,9 +88,10 @@ def collect_finished(root: str, log_fn: Callable[[str], None] = log.info) -> Dic
   results = {}
   for cell in cells.CELLS:
     workdir = os.path.join(root, cell)
-    config = _snapshot(workdir)
-    if config is None or not os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+    if not (os.path.isfile(snapshot.path(workdir))
+            and os.path.isfile(os.path.join(workdir, "metrics.jsonl"))):
       continue
+    config = snapshot.read(workdir)
     records = multirun.evaluations(workdir, "eval")
     if not records or records[-1]["step"] != config["total_steps"]:
       log_fn(f"{workdir}: not finished (no test evaluation at step {config['total_steps']}); "
