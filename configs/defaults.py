@@ -125,3 +125,60 @@ def trainer_config(**values) -> ml_collections.ConfigDict:
   config.optimizer = optimizer_config()
   update_keys(config, values, "trainer_config")
   return config
+
+
+MER_CLASSES = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+
+
+def mer_fusion_config(config: ml_collections.ConfigDict, features: Dict[str, str],
+                      structures) -> None:
+  """Adds the data, model and loss keys of the MER fusion task (mmjax.tasks.mer_fusion) to
+  `config`:
+
+  data.mertools.features  {field: MERTools feature directory}, e.g. {'audio':
+                          'hubert-large-L18-UTT'} (mmjax.data.mertools); train_labels,
+                          test_labels, unlabelled_labels (label CSVs), features_root,
+                          pooling 'meanvar' | 'mean', synthetic.{num_train, num_test,
+                          num_unlabelled, seed} (the default data when train_labels is empty)
+  model.structures        tuples of fields, one per fusion structure; embed, hidden, widths,
+                          decision 'entropy' | 'attention', valence, dropout,
+                          modality_dropout, keep_one, attention 'softmax' | 'none'
+  loss.weighting          'awl' (seed 004 eq. 9) | 'sum' (L_e + valence_weight L_v);
+                          main_head 'emotion' (the predictions k-fold and self-training read)
+  """
+  fields = tuple(sorted(features))
+  config.data = ml_collections.ConfigDict(dict(
+      directory="", train_split="train", eval_split="test", class_names=MER_CLASSES,
+      num_classes=len(MER_CLASSES), modalities=fields, fields=fields + ("valence", "labelled"),
+      missing_modalities=(), train_subset="all", eval_subset="all", holdout_fraction=0.0,
+      holdout_seed=0, num_threads=1, prefetch_batches=2, eval_max_examples=0))
+  config.data.mertools = ml_collections.ConfigDict(dict(
+      features=dict(features), features_root="", train_labels="", test_labels="",
+      unlabelled_labels="", pooling="meanvar", max_frames=0, cache_dir="", source="synthetic",
+      labelled="all",
+      synthetic=dict(num_train=480, num_test=240, num_unlabelled=480, seed=0, directory="")))
+  config.model = ml_collections.ConfigDict(dict(
+      structures=tuple(tuple(s) for s in structures), embed=64, hidden=128, widths={},
+      decision="entropy", valence=True, dropout=0.2, modality_dropout=0.0, keep_one=True,
+      attention="softmax"))
+  config.loss = ml_collections.ConfigDict(dict(weighting="awl", valence_weight=1.0,
+                                               main_head="emotion"))
+
+
+DIGIT_FEATURES = {"mfcc": "mfcc-FRA", "delta": "mfcc-delta-FRA", "delta2": "mfcc-delta2-FRA",
+                  "pixels": "pixels-UTT"}
+
+
+def mer_digits(config: ml_collections.ConfigDict, structures) -> None:
+  """Switches a MER fusion config to AV-digits as MERTools features
+  (mmjax.data.avdigits_mertools): the fields DIGIT_FEATURES, classes '0'..'9'."""
+  fields = tuple(sorted(DIGIT_FEATURES))
+  config.data.mertools.features = dict(DIGIT_FEATURES)
+  config.data.mertools.source = "avdigits"
+  config.data.class_names = tuple(str(d) for d in range(10))
+  config.data.num_classes = 10
+  config.data.modalities = fields
+  config.data.fields = fields + ("valence", "labelled")
+  with config.data.unlocked():
+    config.data.avdigits = ml_collections.ConfigDict(dict(seed=0, imbalance=0.0, cache_dir=""))
+  config.model.structures = tuple(tuple(s) for s in structures)

@@ -3,7 +3,7 @@
 probs are [M, N, C] (M models, N examples, C classes) softmax probabilities; every function
 checks them with `check_probabilities` first. The functions accept numpy or jax arrays, compute
 in float64 numpy and return numpy arrays; they are not jit-able (the checks need concrete
-values).
+values), except `entropy_weights_in_graph`, the same eq. 5-6 for use inside a jitted step.
 
 - `entropy_fusion` / `entropy_weights`: per-example entropy weights (seed 004, eq. 5-7).
 - `weighted_average`: fixed per-model weights (linear weighting).
@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 from typing import Callable, Dict, Optional, Tuple
 
+import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -101,17 +102,24 @@ def entropy_weights(probs: ArrayLike) -> np.ndarray:
   return _entropy_weights(check_probabilities(probs))
 
 
-def _entropy_weights(probs: np.ndarray) -> np.ndarray:
-  """entropy_weights of checked [M, N, C] probabilities."""
+def _entropy_weights(probs, xp=np):
+  """entropy_weights of checked [M, N, C] probabilities, with array module `xp` (numpy on the
+  host, jax.numpy inside a jitted step: `entropy_weights_in_graph`)."""
   num_models = probs.shape[0]
   if num_models == 1:
-    return np.ones(probs.shape[:2])
-  entropy = -np.sum(probs * np.log(np.where(probs > 0, probs, 1.0)), axis=-1)
-  entropy = np.maximum(entropy, 0.0)
+    return xp.ones(probs.shape[:2], probs.dtype)
+  entropy = -xp.sum(probs * xp.log(xp.where(probs > 0, probs, 1.0)), axis=-1)
+  entropy = xp.maximum(entropy, 0.0)
   total = entropy.sum(axis=0)
-  safe_total = np.where(total > 0, total, 1.0)
+  safe_total = xp.where(total > 0, total, 1.0)
   weights = (1 - entropy / safe_total) / (num_models - 1)
-  return np.where(total > 0, weights, 1 / num_models)
+  return xp.where(total > 0, weights, 1 / num_models)
+
+
+def entropy_weights_in_graph(probs):
+  """`entropy_weights` (eq. 5-6) for jax arrays [M, N, C] inside jit (no host checks): the
+  same formula through jax.numpy."""
+  return _entropy_weights(probs, jnp)
 
 
 def entropy_fusion(probs: ArrayLike) -> np.ndarray:

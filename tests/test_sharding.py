@@ -62,3 +62,13 @@ def test_clip_on_4x2_mesh_matches_one_device(config_name, cache_dir):
   assert specs[f"{layer}/mlp/fc1/kernel"] == "P('data', 'model')"
   assert specs[f"{layer}/mlp/fc2/kernel"] == "P('model', 'data')"
   assert specs["text_model/embeddings/token_embedding/embedding"] == "P('data', None)"
+
+
+# MER fusion (seeds 003 and 004): every kernel's output nodes over 'model'; MER2024 with modality
+# dropout (the same keys drop the same modalities on 8 devices as on 1).
+@pytest.mark.parametrize("config_name,overrides", [("mer2023", ()),
+                                                   ("mer2024", ("model.modality_dropout=0.3",))])
+def test_mer_fusion_on_4x2_mesh_matches_one_device(config_name, overrides, cache_dir):
+  summary = _run_equivalence(config_name, *overrides, cache_dir=cache_dir, optimizers=("sgd",))
+  hidden = "s0_hubert18_0" if config_name == "mer2023" else "audio_0"
+  assert summary["specs"][f"{hidden}/kernel"] == "P(None, 'model')"

@@ -82,14 +82,15 @@ def evaluations(workdir: str, split: str) -> List[dict]:
 
 
 def predict(config, workdir: str, split: str, head: Optional[str] = None,
-            checkpoint="latest") -> tuple:
+            checkpoint="latest", missing_modalities: Sequence[str] = ()) -> tuple:
   """(probabilities [N, C], labels [N]) of every row of data split `split` (file order) under
   checkpoint `checkpoint` ('latest', 'best' or a step) of `workdir`; `head` picks one entry of
-  dict predictions."""
+  dict predictions; `missing_modalities` are blanked (data.missing_modalities)."""
   task, state, shardings, mesh, _ = restore_for_eval(config, workdir, checkpoint)
   eval_step = make_eval_step(task, mesh, shardings)
   overrides = {k: v for k, v in (("eval_split", split), ("eval_subset", "all"),
-                                  ("missing_modalities", ()), ("eval_max_examples", 0))
+                                  ("missing_modalities", tuple(missing_modalities)),
+                                  ("eval_max_examples", 0))
                if k in task.data_config}
   dataset = task.eval_dataset(config.eval_batch_size // jax.process_count(),
                               jax.process_index(), jax.process_count(),
@@ -190,31 +191,41 @@ def pseudo_label(probs: np.ndarray, available: np.ndarray, top_k: int) -> Dict[i
 
 def self_training(config, root: str, *, rounds: int = 10, top_k: int = 10,
                   labelled_fraction: float = 0.1, seed: int = 0,
-                  eval_split: str = "test") -> List[dict]:
-  """Self-training with pseudo-labels (seed 003, section 3.3): train on the labelled rows,
+                  eval_split: str = "test", pool_split: str = "") -> List[dict]:
+  """Self-training with pseudo-labels (seed 003, section 3.5): train on the labelled rows,
   pseudo-label the unlabelled ones, add the `top_k` most confident per class, retrain (from
   scratch), for up to `rounds` rounds after the first; stops early when nothing is added.
 
-  The training split is cut once (stratified, seeded) into a labelled `labelled_fraction` and
-  an unlabelled pool whose labels are hidden: <root>/pool/unlabelled.npz holds the pool with
-  label 0 everywhere; the true labels go to pool/truth.npz, read only to report how many
-  pseudo-labels are right. Round r trains in <root>/round_<r> on round_<r>/data/train.npz
-  (labelled + pseudo-labelled rows; validation and test linked from the source).
+  The unlabelled pool is either
+    pool_split given (MER2024's setting): every row of the training split is labelled and the
+      pool is the split file <source>/<pool_split>.npz (its labels are not read; the pseudo-
+      labels' accuracy is unknown and reported as None);
+    pool_split '' (a simulation on labelled data): the training split is cut once (stratified,
+      seeded) into a labelled `labelled_fraction` and a pool whose labels are hidden:
+      <root>/pool/unlabelled.npz holds the pool with label 0 everywhere; the true labels go to
+      pool/truth.npz, read only to report how many pseudo-labels are right.
+  A pool row never gets two pseudo-labels: rows labelled in an earlier round are not
+  candidates again; a name both in the training split and the pool is refused. A 'labelled'
+  field (MER data) is set to 1 on pseudo-labelled rows. Round r trains in <root>/round_<r> on
+  round_<r>/data/train.npz (labelled + pseudo-labelled rows; validation, test and the pool
+  linked from the source).
 
   Returns one record per round: round, train_rows, added, pseudo_accuracy (of all pseudo-labels
-  so far), and the round's final metrics on `eval_split` (accuracy, weighted_f1, ...).
+  so far, None when unknown), and the round's final metrics on `eval_split` (accuracy,
+  weighted_f1, ...).
   """
   source = _source_directory(config)
   train = modality_arrays.load_split(os.path.join(source, f"{config.data.train_split}.npz"))
-  pool_dir = os.path.join(root, "pool")
-  labelled, unlabelled = _labelled_cut(train.labels, labelled_fraction, seed)
-  os.makedirs(pool_dir, exist_ok=True)
-  pool_file = os.path.join(pool_dir, "unlabelled.npz")
-  if not os.path.exists(pool_file):
-    np.savez(os.path.join(pool_dir, "truth.npz"), label=train.labels[unlabelled])
-    modality_arrays.write_split(pool_file, **_subset(train, unlabelled,
-                                                     np.zeros(len(unlabelled))))
-  truth = np.load(os.path.join(pool_dir, "truth.npz"))["label"]
+  if pool_split:
+    labelled, truth, pool_dir = np.arange(len(train)), None, source
+    pool_size = len(modality_arrays.load_split(os.path.join(source, f"{pool_split}.npz")))
+    _check_pool_names(train, os.path.join(source, f"{pool_split}.npz"))
+  else:
+    pool_dir, pool_split = os.path.join(root, "pool"), "unlabelled"
+    labelled, unlabelled = _labelled_cut(train.labels, labelled_fraction, seed)
+    truth = _write_pool(train, unlabelled, pool_dir)
+    pool_size = len(unlabelled)
+  pool = modality_arrays.load_split(os.path.join(pool_dir, f"{pool_split}.npz"))
   pseudo: Dict[int, int] = {}
   records = []
   for r in range(rounds + 1):
@@ -222,24 +233,24 @@ def self_training(config, root: str, *, rounds: int = 10, top_k: int = 10,
     data_dir = os.path.join(workdir, "data")
     if not os.path.exists(os.path.join(data_dir, "train.npz")):
       os.makedirs(data_dir, exist_ok=True)
-      rows = np.concatenate([labelled, unlabelled[sorted(pseudo)]]).astype(np.int64)
-      labels = np.concatenate([train.labels[labelled], [pseudo[i] for i in sorted(pseudo)]])
-      modality_arrays.write_split(os.path.join(data_dir, "train.npz"),
-                                  **_subset(train, rows, labels))
+      rows = sorted(pseudo)
+      parts = [_subset(train, labelled), _pseudo_labelled(pool, rows, pseudo)]
+      modality_arrays.write_split(os.path.join(data_dir, "train.npz"), **_concat(parts))
       _link_splits(source, data_dir, [s for s in ("validation", "test") if
                                       os.path.exists(os.path.join(source, f"{s}.npz"))])
-      _link_splits(pool_dir, data_dir, ["unlabelled"])
+      _link_splits(pool_dir, data_dir, [pool_split])
     run_config = with_values(config, **{"data.directory": data_dir})
     metrics = train_and_evaluate(run_config, workdir)
-    right = sum(truth[i] == c for i, c in pseudo.items())
+    right = None if truth is None else sum(truth[i] == c for i, c in pseudo.items())
     record = {"round": r, "train_rows": len(labelled) + len(pseudo), "pseudo_labels": len(pseudo),
-              "pseudo_accuracy": right / len(pseudo) if pseudo else None,
+              "pseudo_accuracy": right / len(pseudo) if pseudo and right is not None else None,
+              "data": data_dir,
               **{k.split("/", 1)[1]: v for k, v in metrics.items()
                  if k.startswith(eval_split + "/")}}
     if r == rounds:
       records.append({**record, "added": 0})
       break
-    added = _added_in_round(run_config, workdir, len(unlabelled), pseudo, top_k)
+    added = _added_in_round(run_config, workdir, pool_split, pool_size, pseudo, top_k)
     records.append({**record, "added": len(added)})
     log.info("self-training round %d: %d train rows, %s accuracy %.4f, %d pseudo-labels added",
              r, record["train_rows"], eval_split, record.get("accuracy", float("nan")),
@@ -250,15 +261,55 @@ def self_training(config, root: str, *, rounds: int = 10, top_k: int = 10,
   return records
 
 
-def _added_in_round(config, workdir: str, pool_size: int, pseudo: Dict[int, int],
-                    top_k: int) -> Dict[int, int]:
+def _check_pool_names(train: modality_arrays.ModalityArrays, pool_file: str) -> None:
+  """A sample in both the labelled training split and the pool would be added twice."""
+  pool = modality_arrays.load_split(pool_file)
+  both = sorted(set(train.ids.tolist()) & set(pool.ids.tolist()))
+  if both:
+    raise ValueError(f"self-training: {len(both)} sample(s) are both labelled ({train.path}) and "
+                     f"in the unlabelled pool ({pool_file}), e.g. {both[:3]}: a pseudo-label "
+                     "would add them twice; remove them from the unlabelled list")
+
+
+def _write_pool(train: modality_arrays.ModalityArrays, unlabelled: np.ndarray,
+                pool_dir: str) -> np.ndarray:
+  """Writes the simulated pool (labels hidden) once; returns its true labels."""
+  os.makedirs(pool_dir, exist_ok=True)
+  pool_file = os.path.join(pool_dir, "unlabelled.npz")
+  if not os.path.exists(pool_file):
+    np.savez(os.path.join(pool_dir, "truth.npz"), label=train.labels[unlabelled])
+    modality_arrays.write_split(pool_file, **_subset(train, unlabelled,
+                                                     np.zeros(len(unlabelled))))
+  return np.load(os.path.join(pool_dir, "truth.npz"))["label"]
+
+
+def _pseudo_labelled(pool: modality_arrays.ModalityArrays, rows: Sequence[int],
+                     pseudo: Dict[int, int]) -> dict:
+  """The pool rows with their pseudo-labels; a 'labelled' field (MER data, where the loss reads
+  it) is set to 1 on them."""
+  part = _subset(pool, rows, [pseudo[i] for i in rows])
+  if "labelled" in part["fields"]:
+    part["fields"]["labelled"] = np.ones(len(rows), part["fields"]["labelled"].dtype)
+  return part
+
+
+def _concat(parts: Sequence[dict]) -> dict:
+  """One split's write_split arguments from several `_subset`s (same fields)."""
+  return {"labels": np.concatenate([p["labels"] for p in parts]).astype(np.int64),
+          "ids": np.concatenate([p["ids"] for p in parts]),
+          "fields": {k: np.concatenate([p["fields"][k] for p in parts])
+                     for k in parts[0]["fields"]}}
+
+
+def _added_in_round(config, workdir: str, pool_split: str, pool_size: int,
+                    pseudo: Dict[int, int], top_k: int) -> Dict[int, int]:
   """The pseudo-labels round `workdir` adds ({pool row: class}), from its cached added.json or
   by predicting the pool (then cached atomically, so a resumed run adds the same rows)."""
   path = os.path.join(workdir, "added.json")
   if os.path.exists(path):
     with open(path) as f:
       return {int(k): int(v) for k, v in json.load(f).items()}
-  probs, _ = predict(config, workdir, "unlabelled", head=_main_head(config))
+  probs, _ = predict(config, workdir, pool_split, head=_main_head(config))
   available = np.ones(pool_size, bool)
   available[list(pseudo)] = False
   added = pseudo_label(probs, available, top_k)
@@ -279,8 +330,14 @@ def _labelled_cut(labels: np.ndarray, fraction: float, seed: int) -> tuple:
 
 
 def _main_head(config) -> Optional[str]:
-  """The head whose predictions count ('fused' for dict predictions of the avdigits kind)."""
-  return "fused" if "loss" in config and "head_weights" in config.loss else None
+  """The entry of dict predictions that counts: config.loss.main_head when set (e.g. 'emotion'
+  of the MER fusion task), 'fused' for the avdigits kind (config.loss.head_weights), else None
+  (array predictions)."""
+  if "loss" not in config:
+    return None
+  if config.loss.get("main_head"):
+    return config.loss.main_head
+  return "fused" if "head_weights" in config.loss else None
 
 
 # -------------------------------------------------------------------------------------------
@@ -293,7 +350,9 @@ def k_fold(config, root: str, *, folds: int = 5, seed: int = 0, test_split: str 
   averages the test probabilities over the folds (MERTools' protocol).
 
   Fold f lives in <root>/fold_<f> (data/train.npz, data/validation.npz = fold f, the test split
-  linked); its test probabilities are cached in fold_<f>/test_probs.npz.
+  linked); its test probabilities are cached in fold_<f>/test_probs.npz. Folds are a seeded
+  permutation of the rows dealt round-robin; a fold whose training rows would lack a class
+  raises ValueError before anything trains.
 
   Returns {'fold_probs': [K, N, C], 'labels': [N], 'mean_probs': [N, C], 'fold_metrics':
   [each fold's final metrics on its own validation fold]}.
@@ -304,6 +363,7 @@ def k_fold(config, root: str, *, folds: int = 5, seed: int = 0, test_split: str 
   train = modality_arrays.load_split(os.path.join(source, f"{config.data.train_split}.npz"))
   fold_of = np.empty(len(train), np.int64)
   fold_of[np.random.default_rng(seed).permutation(len(train))] = np.arange(len(train)) % folds
+  _check_folds_keep_classes(train, fold_of, folds)
   fold_probs, fold_metrics, labels = [], [], None
   for f in range(folds):
     workdir = os.path.join(root, f"fold_{f}")
@@ -334,6 +394,20 @@ def k_fold(config, root: str, *, folds: int = 5, seed: int = 0, test_split: str 
   fold_probs = np.stack(fold_probs)
   return {"fold_probs": fold_probs, "labels": labels, "mean_probs": fold_probs.mean(0),
           "fold_metrics": fold_metrics}
+
+
+def _check_folds_keep_classes(train: modality_arrays.ModalityArrays, fold_of: np.ndarray,
+                              folds: int) -> None:
+  """ValueError when some fold's training rows lack a class the training split has (every
+  example of that class fell into the held-out fold): its model could never predict it."""
+  classes = np.unique(train.labels)
+  for f in range(folds):
+    missing = np.setdiff1d(classes, train.labels[fold_of != f])
+    if missing.size:
+      counts = {int(c): int((train.labels == c).sum()) for c in missing}
+      raise ValueError(f"k-fold: fold {f}'s training rows have no example of class(es) "
+                       f"{missing.tolist()} ({counts} example(s) in {train.path}, all in fold "
+                       f"{f}); use fewer folds or more examples of those classes")
 
 
 # -------------------------------------------------------------------------------------------
