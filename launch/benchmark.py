@@ -32,6 +32,15 @@ CREMA-D's layout.
   python launch/benchmark.py --suite=cremad --cremad_config=configs/cremad.py:tiny \
       --cremad_clips=2 --cremad_workers=1 --cremad_steps=1  # seconds
 
+features: the HuBERT forward pass at HuBERT-large's shapes (random weights; utterances/s and
+seconds of audio per second, 8 x 10 s) and the whole CLIP frame extraction of
+launch/extract_features.py (synthetic .npy clips read, preprocessed, embedded on all local
+devices and written; clips/s and frames/s; --clip_preset).
+  python launch/benchmark.py --suite=features  # HuBERT-large 8 x 10 s; ViT-B/32, 32 clips x 8
+  python launch/benchmark.py --suite=features --hubert_preset=tiny --hubert_seconds=1 \
+      --hubert_batch=2 --clip_preset=tiny --features_clips=4 --features_batch=2 --clip_steps=1 \
+      --clip_warmup=0  # seconds
+
 collectives: the collectives (kind, count, bytes per device) that XLA puts in the sharded train
 steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
 pretraining (configs/clip_pretrain.py: its tiny CLIP unless --clip_preset is given; --clip_batch)
@@ -45,7 +54,7 @@ unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarkin
   python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
       --json=/tmp/mmjax_bench/records.jsonl
 What each number times: see mmjax/benchmarking.py and the suites' modules,
-mmjax/projects/{youtube8m,memotion3,emovclip,cremad}/benchmark.py,
+mmjax/projects/{youtube8m,memotion3,emovclip,cremad}/benchmark.py, mmjax/features/benchmark.py,
 mmjax/projects/memotion3/step_benchmark.py and
 mmjax/projects/youtube8m/collectives_benchmark.py.
 """
@@ -57,13 +66,14 @@ from ml_collections import config_flags
 
 from mmjax import hostmem
 
-SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3", "cremad")
+SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3", "cremad", "features")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("suite", ["youtube8m"], "Comma-separated benchmarks, run in this order: "
                   "'youtube8m' (train step, input pipeline, metrics; needs --config), 'clip' "
                   "(CLIP image tower), 'emovclip' (prompt-tuning train step), 'collectives' "
-                  "(the collectives of the sharded train steps), 'memotion3', 'cremad'.")
+                  "(the collectives of the sharded train steps), 'memotion3', 'cremad', "
+                  "'features' (HuBERT forward, CLIP frame extraction).")
 flags.DEFINE_string("json", None, "Append one JSON record per measurement to this file (JSON "
                     "Lines; parent folders are created).")
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); "
@@ -90,15 +100,15 @@ flags.DEFINE_integer("end_to_end_window", 0, "--suite=youtube8m: also train each
                      "windows of this many steps on the config's data and report examples/s "
                      "over steady windows (0: skip).")
 
-flags.DEFINE_string("clip_preset", "ViT-B/32", "--suite=clip,collectives: CLIP preset of the "
-                    "image tower (clip) and, when given, of the contrastive train step "
-                    "(collectives; default: configs/clip_pretrain.py's tiny CLIP).")
+flags.DEFINE_string("clip_preset", "ViT-B/32", "--suite=clip,collectives,features: CLIP preset "
+                    "of the image tower (clip, features) and, when given, of the contrastive "
+                    "train step (collectives; default: configs/clip_pretrain.py's tiny CLIP).")
 flags.DEFINE_integer("clip_batch", 64, "--suite=clip,collectives: images per image-tower call; "
                      "image-text pairs per contrastive train step.")
-flags.DEFINE_integer("clip_steps", 3, "--suite=clip,emovclip: timed calls of forward, forward + "
-                     "backward and the prompt-tuning step.")
-flags.DEFINE_integer("clip_warmup", 1, "--suite=clip,emovclip: untimed calls after the first, "
-                     "each.")
+flags.DEFINE_integer("clip_steps", 3, "--suite=clip,emovclip,features: timed calls of forward, "
+                     "forward + backward, the prompt-tuning step and the HuBERT forward.")
+flags.DEFINE_integer("clip_warmup", 1, "--suite=clip,emovclip,features: untimed calls after "
+                     "the first, each.")
 config_flags.DEFINE_config_file("prompt_config", "configs/emovclip.py:paper",
                                 "--suite=emovclip: prompt-tuning task config (path[:variant]).",
                                 lock_config=True)
@@ -125,6 +135,17 @@ flags.DEFINE_integer("cremad_clips", 12, "--suite=cremad: synthetic clips prepro
 flags.DEFINE_integer("cremad_workers", 2, "--suite=cremad: preprocessing processes.")
 flags.DEFINE_integer("cremad_steps", 2, "--suite=cremad: timed train steps per cell (after the "
                      "first, compiled one; no warm-up steps).")
+flags.DEFINE_enum("hubert_preset", "large", ["large", "base", "tiny"], "--suite=features: "
+                  "HuBERT shape (random weights): 'large' (24 layers, width 1024, 16 heads, FFN "
+                  "4096, LayerNorm conv stack, pre-norm), 'base' or 'tiny' (seconds).")
+flags.DEFINE_float("hubert_seconds", 10.0, "--suite=features: seconds of 16 kHz audio per "
+                   "utterance.")
+flags.DEFINE_integer("hubert_batch", 8, "--suite=features: utterances per HuBERT forward call.")
+flags.DEFINE_integer("features_clips", 32, "--suite=features: synthetic clips extracted by the "
+                     "CLIP frame extraction.")
+flags.DEFINE_integer("features_frames", 8, "--suite=features: frames sampled per clip.")
+flags.DEFINE_integer("features_batch", 8, "--suite=features: clips per CLIP extraction batch "
+                     "(a multiple of the local devices).")
 flags.register_validator(
     "suite", lambda suites: bool(suites) and set(suites) <= set(SUITES)
     and len(set(suites)) == len(suites),
@@ -168,6 +189,13 @@ def run_suite(name: str):
         FLAGS.cremad_config, cell_names=FLAGS.cremad_cells, batch_size=FLAGS.cremad_batch,
         videomae_batch=FLAGS.cremad_videomae_batch, steps=FLAGS.cremad_steps, warmup=0,
         num_clips=FLAGS.cremad_clips, workers=FLAGS.cremad_workers)
+  if name == "features":
+    from mmjax.features import benchmark
+    return benchmark, benchmark.run_suite(
+        hubert_preset=FLAGS.hubert_preset, hubert_batch=FLAGS.hubert_batch,
+        hubert_seconds=FLAGS.hubert_seconds, steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,
+        clip_preset=FLAGS.clip_preset, clip_clips=FLAGS.features_clips,
+        clip_frames=FLAGS.features_frames, clip_batch=FLAGS.features_batch)
   from mmjax.projects.emovclip import benchmark
   return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
                                         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,

@@ -293,3 +293,27 @@ def test_warm_page_cache_reads_every_matching_file_whole(tmp_path):
   (tmp_path / "other.bin").write_bytes(b"x" * 7)  # not matched
   assert youtube8m_benchmark.warm_page_cache(str(tmp_path / "train-*.tfrecord")) == sum(
       sizes.values())
+
+
+def test_benchmark_features_suite_tiny(tmp_path):
+  """The feature-extraction suite at tiny sizes: a tiny HuBERT's forward on 2 x 0.5 s and the
+  tiny CLIP's frame extraction of 4 synthetic clips."""
+  records_path = tmp_path / "bench.jsonl"
+  results = _run_benchmark(tmp_path / "cache", "--suite=features", "--hubert_preset=tiny",
+                           "--hubert_seconds=0.5", "--hubert_batch=2", "--clip_preset=tiny",
+                           "--features_clips=4", "--features_frames=2", "--features_batch=2",
+                           "--clip_steps=1", "--clip_warmup=0",
+                           f"--json={records_path}")["features"]
+  hubert, extraction = results["hubert"], results["clip_extraction"]
+  assert (hubert["preset"], hubert["batch_size"], hubert["frames"]) == ("tiny", 2, 24)
+  _positive_numbers(hubert, ["params", "compile_s", "call_s", "utterances_per_s", "peak_rss_mb"])
+  assert hubert["audio_s_per_s"] == pytest.approx(hubert["utterances_per_s"] * 0.5)
+  assert (extraction["num_clips"], extraction["frames"], extraction["num_devices"]) == (4, 2, 1)
+  _positive_numbers(extraction, ["warmup_s", "run_s", "clips_per_s", "frames_per_s"])
+  assert extraction["frames_per_s"] == pytest.approx(2 * extraction["clips_per_s"])
+  by_name = {r["name"]: r for r in _read_records(records_path)}
+  assert by_name["features/hubert/utterances_per_sec"]["unit"] == "utterances/s"
+  assert by_name["features/hubert/utterances_per_sec"]["value"] == pytest.approx(
+      hubert["utterances_per_s"])
+  assert by_name["features/clip_extraction/frames_per_sec"]["unit"] == "frames/s"
+  assert by_name["features/clip_extraction/run_sec"]["unit"] == "s"

@@ -156,6 +156,8 @@ def test_mer2023_table_runs_pnao_and_writes_the_figures(cache_dir, tmp_path):
   with open(tmp_path / "table1.json") as f:
     saved = json.load(f)["enf_pnao"]
   assert np.asarray(saved["test_confusion"]).sum() == 24  # every test sample
+  pruned = os.path.join(tmp_path, "enf_pnao", "round_1")  # restored with the round's widths
+  assert np.asarray(table1.confusion_on_test(pruned)).sum() == 24
   metrics = saved["metrics"]
   assert metrics["test/com"] == pytest.approx(metrics["test/weighted_f1"] -
                                               0.25 * metrics["test/mse"])

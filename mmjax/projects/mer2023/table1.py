@@ -27,11 +27,11 @@ from typing import Callable, Dict, Sequence
 from mmjax.config_files import load_checkout_config
 from mmjax.metrics.classification import confusion_matrix
 from mmjax.models.mer_fusion import consumers
-from mmjax.train import multirun
+from mmjax.train import multirun, snapshot
 from mmjax.train.trainer import train_and_evaluate
 from mmjax.transforms import pruning
 
-__all__ = ["ROWS", "markdown", "run_table"]
+__all__ = ["ROWS", "markdown", "confusion_on_test", "run_table"]
 
 ROWS = ("baseline", "enf", "pnao", "enf_pnao")
 ROW_NAMES = {"baseline": "Baseline (attention fusion)", "enf": "EnF", "pnao": "PNAO",
@@ -60,8 +60,10 @@ def _pnao_row(config, root: str, rounds: int, k: float) -> dict:
           "workdir": os.path.join(root, f"round_{result['best_round']}")}
 
 
-def _test_confusion(config, workdir: str) -> list:
-  probs, labels = multirun.predict(config, workdir, "test", head="emotion")
+def confusion_on_test(workdir: str) -> list:
+  """The test confusion matrix of the run in `workdir`, restored with its own config snapshot
+  (a PNAO round's model has the round's widths)."""
+  probs, labels = multirun.predict(snapshot.read(workdir), workdir, "test", head="emotion")
   return confusion_matrix(labels, probs.argmax(1), probs.shape[1]).astype(int).tolist()
 
 
@@ -90,7 +92,7 @@ def run_table(root: str, variants: str = "", rows: Sequence[str] = ROWS, rounds:
       record = {"metrics": {m: metrics[m] for m in REPORTED},
                 "params": pruning.parameter_count(multirun.final_state(workdir)),
                 "workdir": workdir}
-    record["test_confusion"] = _test_confusion(config, record["workdir"])
+    record["test_confusion"] = confusion_on_test(record["workdir"])
     record["class_names"] = list(config.data.class_names)
     record["wall_s"] = round(time.time() - start, 1)
     results[row] = record
