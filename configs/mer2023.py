@@ -52,8 +52,9 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
   set_keys(config.data, holdout_fraction=HOLDOUT, train_subset="train")
   config.evals = defaults.eval_splits(eval={"eval_split": "train", "eval_subset": "holdout"},
                                       test={"eval_split": "test"})
-  config.pnao = ml_collections.ConfigDict(dict(rounds=10, k=0.05, prunable=PRUNABLE,
-                                               metric="eval/com", folds=5))
+  # PNAO (launch/mer2023.py): NAOR k, rounds after the first, the kernels it prunes; the best
+  # round is chosen by the held-out Com ('eval/com').
+  config.pnao = ml_collections.ConfigDict(dict(rounds=10, k=0.05, prunable=PRUNABLE))
   return apply_variants(config, variants, VARIANTS, __file__)
 
 
@@ -63,7 +64,7 @@ def _tiny(config) -> None:
            eval_every_steps=3, checkpoint_every_steps=3)
   set_keys(config.model, embed=8, hidden=8)
   set_keys(config.data.mertools.synthetic, num_train=48, num_test=24, num_unlabelled=24)
-  set_keys(config.pnao, rounds=1, folds=2)
+  config.pnao.rounds = 1
 
 
 def _baseline(config) -> None:

@@ -41,6 +41,17 @@ devices and written; clips/s and frames/s; --clip_preset).
       --hubert_batch=2 --clip_preset=tiny --features_clips=4 --features_batch=2 --clip_steps=1 \
       --clip_warmup=0  # seconds
 
+mer: the MER fusion train steps at the papers' utterance-level feature sizes (random features
+and labels): MER2023 (configs/mer2023.py: three attention fusions of HuBERT-large L18/L19/L20,
+2048 each, with MANet, 1024, and ResNet-50, 4096; joint decoders, AWL) and MER2024
+(configs/mer2024.py:mdrop: one attention fusion of audio 2048, image 768, text 5120 and video
+1024, modality dropout 0.3), examples/s, against the same MER2023 model in eager PyTorch (Adam,
+as many threads as cores) on the same batches: examples/s and mmjax / torch. Millisecond steps:
+on a shared CPU, other processes move the numbers (the header's load average says how busy).
+  python launch/benchmark.py --suite=mer  # batch 32, hidden 128, embed 64, 50 steps after 5
+  python launch/benchmark.py --suite=mer --mer_feature_dim=16 --mer_hidden=8 --mer_embed=8 \
+      --mer_batch=4 --mer_steps=1 --mer_warmup=0  # seconds
+
 collectives: the collectives (kind, count, bytes per device) that XLA puts in the sharded train
 steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
 pretraining (configs/clip_pretrain.py: its tiny CLIP unless --clip_preset is given; --clip_batch)
@@ -54,7 +65,8 @@ unit, value, hardware, versions, commit, suite, timestamp; see mmjax.benchmarkin
   python launch/benchmark.py --suite=clip --clip_preset=tiny --clip_batch=4 --clip_steps=1 \
       --json=/tmp/mmjax_bench/records.jsonl
 What each number times: see mmjax/benchmarking.py and the suites' modules,
-mmjax/projects/{youtube8m,memotion3,emovclip,cremad}/benchmark.py, mmjax/features/benchmark.py,
+mmjax/projects/{youtube8m,memotion3,emovclip,cremad,mer2023}/benchmark.py,
+mmjax/features/benchmark.py, mmjax/projects/mer2023/torch_reference.py,
 mmjax/projects/memotion3/step_benchmark.py and
 mmjax/projects/youtube8m/collectives_benchmark.py.
 """
@@ -66,14 +78,16 @@ from ml_collections import config_flags
 
 from mmjax import hostmem
 
-SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3", "cremad", "features")
+SUITES = ("youtube8m", "clip", "emovclip", "collectives", "memotion3", "cremad", "features",
+          "mer")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("suite", ["youtube8m"], "Comma-separated benchmarks, run in this order: "
                   "'youtube8m' (train step, input pipeline, metrics; needs --config), 'clip' "
                   "(CLIP image tower), 'emovclip' (prompt-tuning train step), 'collectives' "
                   "(the collectives of the sharded train steps), 'memotion3', 'cremad', "
-                  "'features' (HuBERT forward, CLIP frame extraction).")
+                  "'features' (HuBERT forward, CLIP frame extraction), 'mer' (MER fusion train "
+                  "steps vs. PyTorch).")
 flags.DEFINE_string("json", None, "Append one JSON record per measurement to this file (JSON "
                     "Lines; parent folders are created).")
 config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); "
@@ -146,6 +160,13 @@ flags.DEFINE_integer("features_clips", 32, "--suite=features: synthetic clips ex
 flags.DEFINE_integer("features_frames", 8, "--suite=features: frames sampled per clip.")
 flags.DEFINE_integer("features_batch", 8, "--suite=features: clips per CLIP extraction batch "
                      "(a multiple of the local devices).")
+flags.DEFINE_integer("mer_batch", 32, "--suite=mer: examples per train step (JAX and torch).")
+flags.DEFINE_integer("mer_steps", 50, "--suite=mer: timed train steps per system and of torch.")
+flags.DEFINE_integer("mer_warmup", 5, "--suite=mer: untimed train steps after the first, each.")
+flags.DEFINE_integer("mer_feature_dim", 0, "--suite=mer: 0: the papers' feature sizes; N: every "
+                     "feature N wide.")
+flags.DEFINE_integer("mer_hidden", 0, "--suite=mer: model.hidden (0: the configs', 128).")
+flags.DEFINE_integer("mer_embed", 0, "--suite=mer: model.embed (0: the configs', 64).")
 flags.register_validator(
     "suite", lambda suites: bool(suites) and set(suites) <= set(SUITES)
     and len(set(suites)) == len(suites),
@@ -196,6 +217,11 @@ def run_suite(name: str):
         hubert_seconds=FLAGS.hubert_seconds, steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,
         clip_preset=FLAGS.clip_preset, clip_clips=FLAGS.features_clips,
         clip_frames=FLAGS.features_frames, clip_batch=FLAGS.features_batch)
+  if name == "mer":
+    from mmjax.projects.mer2023 import benchmark
+    return benchmark, benchmark.run_suite(
+        batch_size=FLAGS.mer_batch, steps=FLAGS.mer_steps, warmup=FLAGS.mer_warmup,
+        feature_dim=FLAGS.mer_feature_dim, hidden=FLAGS.mer_hidden, embed=FLAGS.mer_embed)
   from mmjax.projects.emovclip import benchmark
   return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
                                         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,

@@ -14,7 +14,7 @@ data.mertools.features=... for other directory names). Each row trains in its ow
 
 from absl import app, flags
 
-from mmjax import hostmem
+from mmjax import cli, hostmem
 from mmjax.projects.mer2023 import table1
 
 flags.DEFINE_string("workdir", "/tmp/mer2023", "Root of every row's workdir and the results.")
@@ -22,13 +22,15 @@ flags.DEFINE_list("rows", list(table1.ROWS), f"Rows to run, from {list(table1.RO
 flags.DEFINE_string("variants", "", "configs/mer2023.py variants added to every row.")
 flags.DEFINE_integer("pnao_rounds", 0, "PNAO rounds after the first (0: config.pnao.rounds).")
 flags.DEFINE_float("pnao_k", 0.0, "PNAO's NAOR k (0: config.pnao.k, 0.05).")
+flags.DEFINE_multi_string("set", [], "key=value overrides of every row's config, e.g. "
+                          "data.mertools.train_labels=/data/mer2023/train-label.csv.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   results = table1.run_table(FLAGS.workdir, FLAGS.variants, FLAGS.rows, FLAGS.pnao_rounds,
-                             FLAGS.pnao_k)
+                             FLAGS.pnao_k, cli.parse_overrides(FLAGS.set))
   print(table1.markdown(results))
 
 

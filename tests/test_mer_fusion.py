@@ -13,7 +13,7 @@ from conftest import load_config
 
 from mmjax import fusion
 from mmjax.models.mer_fusion import MerFusion, consumers
-from mmjax.projects.emovclip import system
+from mmjax.projects.emovclip import pipeline
 from mmjax.projects.mer2023 import figures, table1
 from mmjax.tasks import get_task
 from mmjax.train import multirun
@@ -165,13 +165,59 @@ def test_mer2023_table_runs_pnao_and_writes_the_figures(cache_dir, tmp_path):
   assert os.path.getsize(tmp_path / "figure2.png") > 0
 
 
-def test_mer2024_self_training_uses_the_unlabelled_pool_then_k_fold(cache_dir, tmp_path):
+def test_mer2024_pipeline_emovclip_features_then_self_training_and_k_fold(cache_dir, tmp_path):
   del cache_dir
-  record = system.run_row("mdrop_self_training", str(tmp_path), "tiny")
+  sizes = {"num_labelled": 36, "num_unlabelled": 12, "num_test": 12, "seed": 0}
+  results = pipeline.run_pipeline(str(tmp_path), rows=("mdrop_self_training",),
+                                  emovclip_variants="tiny", fusion_variants="tiny",
+                                  embedded=sizes, log=lambda _: None)
+  # Stage 2 wrote EmoVCLIP's [frames, D] features for every sample, read by stage 3.
+  video = tmp_path / "data" / "features" / "emovclip-FRA"
+  assert len(os.listdir(video)) == 60
+  assert np.load(next(video.iterdir())).shape[0] == 4  # configs/emovclip.py's num_frames
+  record = results["mdrop_self_training"]
   first, last = record["rounds"][0], record["rounds"][-1]
-  assert last["train_rows"] == first["train_rows"] + first["added"] > first["train_rows"]
+  assert last["train_rows"] == first["train_rows"] + first["added"] > first["train_rows"] == 36
   train = multirun.modality_arrays.load_split(
-      os.path.join(tmp_path, "rounds", "round_1", "data", "train.npz"))
+      os.path.join(tmp_path, "fusion", "mdrop_self_training", "rounds", "round_1", "data",
+                   "train.npz"))
   assert train.fields["labelled"].all()  # pseudo-labelled rows count in the loss
   assert set(record["missing"]) == {"audio", "image", "video"}
   assert len(record["folds"]) == 2
+  assert os.path.getsize(tmp_path / "fusion" / "results.md") > 0
+
+
+def _split_dir(tmp_path, labels, pool_ids=()):
+  """A data directory with train/test split files (and an 'unlabelled' pool) for configs/
+  mer2024.py:tiny's fields."""
+  rng = np.random.default_rng(4)
+  dims = {"audio": 4, "image": 3, "video": 2}
+
+  def write(name, ids, labels):
+    fields = {f: rng.normal(size=(len(ids), d)).astype(np.float32) for f, d in dims.items()}
+    fields.update(valence=np.zeros(len(ids), np.float32),
+                  labelled=np.ones(len(ids), np.float32))
+    multirun.modality_arrays.write_split(str(tmp_path / f"{name}.npz"), labels=labels,
+                                         ids=ids, fields=fields)
+
+  write("train", [f"s{i}" for i in range(len(labels))], np.asarray(labels))
+  write("test", ["t0", "t1"], np.array([0, 1]))
+  if pool_ids:
+    write("unlabelled", list(pool_ids), np.zeros(len(pool_ids), np.int64))
+  config = load_config("mer2024", "tiny")
+  config.data.directory = str(tmp_path)
+  return config
+
+
+def test_k_fold_refuses_folds_whose_training_rows_lose_a_class(tmp_path):
+  config = _split_dir(tmp_path, [0, 0, 1, 1, 2, 0, 1, 0])  # class 2 has one example
+  with pytest.raises(ValueError, match=r"fold \d's training rows have no example of class"
+                                       r"\(es\) \[2\]"):
+    multirun.k_fold(config, str(tmp_path / "kfold"), folds=2)
+  assert not os.path.exists(tmp_path / "kfold")  # nothing trained
+
+
+def test_self_training_refuses_a_pool_sample_that_is_already_labelled(tmp_path):
+  config = _split_dir(tmp_path, [0, 1, 2, 0], pool_ids=("u0", "s2"))
+  with pytest.raises(ValueError, match=r"1 sample\(s\) are both labelled .* \['s2'\]"):
+    multirun.self_training(config, str(tmp_path / "st"), pool_split="unlabelled")

@@ -40,6 +40,8 @@ TASK_METRICS = {
     "avdigits": ("accuracy", "weighted_f1", "macro_f1"),
     "memotion3": ("accuracy", "weighted_f1", "macro_f1"),
     "cremad": ("accuracy", "weighted_f1", "macro_f1", "accuracy_emotion"),
+    "mer2023": ("accuracy", "weighted_f1", "macro_f1"),
+    "mer2024_fusion": ("accuracy", "weighted_f1", "macro_f1"),
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict
 
 import numpy as np
 
-from mmjax.data import avdigits, cache, modality_arrays
+from mmjax.data import avdigits, cache, mertools, modality_arrays
 from mmjax.data.mertools_layout import write_feature
 from mmjax.data.sharded_stream import config_value
 
@@ -45,12 +45,6 @@ def _delta(frames: np.ndarray) -> np.ndarray:
     return np.zeros_like(frames)
   diff = np.diff(frames, axis=0)
   return np.concatenate([diff[:1], diff])
-
-
-def _csv(path: str, rows, labelled: bool = True) -> None:
-  header = "name,discrete,valence" if labelled else "name"
-  lines = [f"{n},{d},{(d - 4.5) * 10 / 9:.4f}" if labelled else n for n, d in rows]
-  cache.atomic_write_text(path, "\n".join([header, *lines]) + "\n")
 
 
 def write(directory: str, source: str, log: Callable[[str], None] = print) -> None:
@@ -73,18 +67,25 @@ def write(directory: str, source: str, log: Callable[[str], None] = print) -> No
                     (data.fields["image"][i].reshape(-1) / 16.0).astype(np.float32))
       rows[target].append((str(name), int(data.labels[i])))
     log(f"AV-digits as MERTools features: {split} ({len(data)} samples)")
-  _csv(os.path.join(directory, "train-label.csv"), rows["train"])
-  _csv(os.path.join(directory, "test-label.csv"), rows["test"])
+  for split in ("train", "test"):
+    _label_file(os.path.join(directory, f"{split}-label.csv"), rows[split])
   digits = np.array([d for _, d in rows["train"]])
   rng = np.random.default_rng(0)
   few = np.zeros(len(digits), bool)
   for d in range(10):
     at = rng.permutation(np.flatnonzero(digits == d))
     few[at[:max(1, int(round(FEW_FRACTION * len(at))))]] = True
-  _csv(os.path.join(directory, "train-few-label.csv"),
-       [r for r, keep in zip(rows["train"], few) if keep])
-  _csv(os.path.join(directory, "unlabelled.csv"),
-       [r for r, keep in zip(rows["train"], few) if not keep], labelled=False)
+  _label_file(os.path.join(directory, "train-few-label.csv"),
+              [r for r, keep in zip(rows["train"], few) if keep])
+  mertools.write_label_file(os.path.join(directory, "unlabelled.csv"),
+                            [n for (n, _), keep in zip(rows["train"], few) if not keep])
+
+
+def _label_file(path: str, rows) -> None:
+  """name,discrete,valence with valence = (d - 4.5) * 10 / 9 (module docstring)."""
+  digits = np.array([d for _, d in rows])
+  mertools.write_label_file(path, [n for n, _ in rows], digits, (digits - 4.5) * 10 / 9,
+                            classes=CLASSES)
 
 
 def ensure(data_config: Any, log: Callable[[str], None] = print) -> str:

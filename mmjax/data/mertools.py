@@ -50,7 +50,8 @@ from mmjax.data.mertools_layout import LEVELS
 from mmjax.data.sharded_stream import config_value
 
 __all__ = ["CLASSES", "FILE_KEYS", "POOLINGS", "Labels", "convert_split", "convert_splits",
-           "feature_matrix", "pool_frames", "read_labels", "resolve_files"]
+           "feature_matrix", "pool_frames", "read_labels", "resolve_files",
+           "write_label_file"]
 
 CLASSES = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 POOLINGS = ("meanvar", "mean", "sequence")
@@ -122,6 +123,17 @@ def read_labels(path: str, class_names: Sequence[str] = CLASSES) -> Labels:
       valence.append(number)
   return Labels(path, np.array(names, dtype=str), np.array(labels, np.int64),
                 np.array(valence, np.float64))
+
+
+def write_label_file(path: str, names: Sequence[str], labels=None, valence=None,
+                     classes: Sequence[str] = CLASSES) -> None:
+  """A MERTools label CSV: name,discrete,valence (or only name when labels is None)."""
+  if labels is None:
+    rows = ["name", *names]
+  else:
+    rows = ["name,discrete,valence", *[f"{n},{classes[y]},{v:.4f}"
+                                       for n, y, v in zip(names, labels, valence)]]
+  cache.atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def _level(extractor_dir: str) -> str:

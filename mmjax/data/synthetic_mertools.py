@@ -22,17 +22,18 @@ Generative story (per sample n with class y_n, six MER classes):
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence
 
 import numpy as np
 
-from mmjax.data import cache
+from mmjax.data import cache, mertools
 from mmjax.data.mertools_layout import write_feature
 from mmjax.data.sharded_stream import config_value
 
-__all__ = ["EXTRACTORS", "VALENCE", "ensure", "features_root", "label_files", "write"]
+__all__ = ["EXTRACTORS", "VALENCE", "ensure", "features_root", "label_files", "sample_valence",
+           "write", "write_features"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Class -> mean valence (MER2023's valence scale is [-5, 5]).
 VALENCE = {"neutral": 0.0, "angry": -2.5, "happy": 2.5, "sad": -2.5, "worried": -1.5,
            "surprise": 1.0}
@@ -55,43 +56,58 @@ def settings(syn_config: Any) -> dict:
   return {"version": GENERATOR_VERSION, **values}
 
 
-def _write_csv(path: str, header: str, rows) -> None:
-  cache.atomic_write_text(path, "\n".join([header, *rows]) + "\n")
+def sample_valence(labels: np.ndarray, rng: np.random.Generator,
+                   classes: Sequence[str] = tuple(VALENCE)) -> np.ndarray:
+  """v_n = VALENCE[y_n] + N(0, 0.7^2), clipped to [-5, 5] (module docstring)."""
+  return np.clip(np.array([VALENCE[classes[y]] for y in labels]) +
+                 rng.normal(scale=0.7, size=len(labels)), -5, 5)
+
+
+def write_features(root: str, names: Sequence[str], labels: np.ndarray, valence: np.ndarray,
+                   rng: np.random.Generator, *, seed: int = 0,
+                   extractors: Sequence[str] = tuple(EXTRACTORS)) -> None:
+  """Writes the feature files of `extractors` for samples `names` of classes `labels` [N] and
+  valences `valence` [N] under `root` (module docstring). The prototypes and valence
+  directions depend on `seed` only, so every split written with the same seed shares them;
+  the per-sample draws come from `rng`."""
+  num_classes = len(VALENCE)
+  prototypes = np.random.default_rng([seed, 1])
+  params = {name: (prototypes.normal(size=(num_classes, dim)),
+                   prototypes.normal(size=dim) / np.sqrt(dim) * 3)
+            for name, (_, dim, _, _, _) in EXTRACTORS.items()}
+  labels = np.asarray(labels)
+  count = len(labels)
+  seen = {}
+  for group in sorted({spec[4] for spec in EXTRACTORS.values()}):
+    rate = next(spec[3] for spec in EXTRACTORS.values() if spec[4] == group)
+    other = (labels + rng.integers(1, num_classes, size=count)) % num_classes
+    seen[group] = np.where(rng.random(count) < rate, other, labels)
+  for name in extractors:
+    level, dim, scale, _, group = EXTRACTORS[name]
+    prototype, direction = params[name]
+    for i, sample in enumerate(names):
+      u = (scale * prototype[seen[group][i]] + 0.3 * valence[i] / 5 * direction +
+           rng.normal(size=dim))
+      if level == "FRA":
+        u = u + rng.normal(scale=0.5, size=(int(rng.integers(6, 21)), dim))
+      write_feature(root, name, level, sample, u.astype(np.float32))
 
 
 def write(directory: str, *, num_train: int, num_test: int, num_unlabelled: int, seed: int,
           log: Callable[[str], None] = print) -> None:
   """Writes the synthetic data into `directory` (module docstring)."""
   rng = np.random.default_rng(seed)
-  classes = tuple(VALENCE)
-  num_classes = len(classes)
   splits = {"train": num_train, "test": num_test, "unlabelled": num_unlabelled}
-  params = {name: (rng.normal(size=(num_classes, dim)), rng.normal(size=dim) / np.sqrt(dim) * 3)
-            for name, (_, dim, _, _, _) in EXTRACTORS.items()}
-  root = features_root(directory)
   for split, count in splits.items():
-    labels = rng.integers(num_classes, size=count)
-    valence = np.clip(np.array([VALENCE[classes[y]] for y in labels]) +
-                      rng.normal(scale=0.7, size=count), -5, 5)
+    labels = rng.integers(len(VALENCE), size=count)
+    valence = sample_valence(labels, rng)
     names = [f"{split}_{i:05d}" for i in range(count)]
-    seen = {}
-    for group in sorted({spec[4] for spec in EXTRACTORS.values()}):
-      rate = next(spec[3] for spec in EXTRACTORS.values() if spec[4] == group)
-      other = (labels + rng.integers(1, num_classes, size=count)) % num_classes
-      seen[group] = np.where(rng.random(count) < rate, other, labels)
-    for name, (level, dim, scale, _, group) in EXTRACTORS.items():
-      prototypes, direction = params[name]
-      for i, sample in enumerate(names):
-        u = (scale * prototypes[seen[group][i]] + 0.3 * valence[i] / 5 * direction +
-             rng.normal(size=dim))
-        if level == "FRA":
-          u = u + rng.normal(scale=0.5, size=(int(rng.integers(6, 21)), dim))
-        write_feature(root, name, level, sample, u.astype(np.float32))
+    write_features(features_root(directory), names, labels, valence, rng, seed=seed)
+    files = label_files(directory)
     if split == "unlabelled":
-      _write_csv(os.path.join(directory, "unlabelled.csv"), "name", names)
+      mertools.write_label_file(files[split], names)
     else:
-      _write_csv(os.path.join(directory, f"{split}-label.csv"), "name,discrete,valence",
-                 [f"{n},{classes[y]},{v:.4f}" for n, y, v in zip(names, labels, valence)])
+      mertools.write_label_file(files[split], names, labels, valence)
     log(f"synthetic MERTools: wrote {count} {split} samples")
   cache.write_marker(directory, {"version": GENERATOR_VERSION, "num_train": num_train,
                                  "num_test": num_test, "num_unlabelled": num_unlabelled,

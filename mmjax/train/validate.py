@@ -70,6 +70,11 @@ RULES: List[Tuple[str, Check]] = [
     ("loss.focal_gamma", NON_NEGATIVE),
     ("loss.focal_alpha", NON_NEGATIVE),
     ("loss.head_weights.*", NON_NEGATIVE),
+    ("pnao.k", PROBABILITY),
+    ("pnao.rounds", INT_AT_LEAST_1),
+    ("protocol.folds", INT_AT_LEAST_1),
+    ("protocol.self_training_rounds", INT_AT_LEAST_0),
+    ("protocol.top_k", INT_AT_LEAST_1),
     ("model.*", INT_AT_LEAST_1),  # widths, depths, heads, clusters
 ]
 

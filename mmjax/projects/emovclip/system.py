@@ -2,14 +2,15 @@
 (configs/mer2024.py) with and without modality dropout and with and without self-training,
 each under MERTools' 5-fold protocol, and its accuracy when a modality is missing at test time.
 
-Rows (each under <root>/<row>):
+Rows (each under <root>/<row>; `parse_row`):
   fusion                 5-fold cross-validation (mmjax.train.multirun.k_fold): one model per
                          fold, test probabilities averaged over the folds;
-  mdrop                  the same with modality dropout p = 0.3 (configs/mer2024.py:mdrop);
+  mdrop, mdrop<P>        the same with modality dropout p = 0.3, or P (e.g. mdrop0.15);
   self_training          self-training rounds (multirun.self_training: top-k per class from the
                          unlabelled pool, data split 'unlabelled', up to N rounds, one run per
                          round), then the 5-fold protocol on the final round's training set;
-  mdrop_self_training    both.
+  mdrop[P]_self_training both (the paper's Table 2 rows: p = 0, 0.15, 0.3, 0.5 with
+                         self-training).
 Per row: the fold-averaged test accuracy and WAF, the same with each modality blanked in every
 fold model (data.missing_modalities), the folds' mean validation WAF, and for the
 self-training rows the pseudo-labels added per round. Results: <root>/results.json and
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from typing import Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -29,12 +31,32 @@ from mmjax.config_files import load_checkout_config
 from mmjax.metrics.emotion import mer_scores
 from mmjax.train import multirun, snapshot
 
-__all__ = ["ROWS", "markdown", "run_rows"]
+__all__ = ["ROWS", "markdown", "parse_row", "row_name", "run_row", "run_rows"]
 
-ROWS = ("fusion", "mdrop", "self_training", "mdrop_self_training")
-ROW_NAMES = {"fusion": "attention fusion", "mdrop": "+ modality dropout 0.3",
-             "self_training": "+ self-training", "mdrop_self_training":
-             "+ modality dropout 0.3 + self-training"}
+ROWS = ("fusion", "mdrop", "self_training", "mdrop_self_training", "mdrop0.15_self_training",
+        "mdrop0.5_self_training")
+DEFAULT_DROPOUT = 0.3  # 'mdrop' without a number: the paper's best p
+_ROW = re.compile(r"(?:(?P<fusion>fusion)|mdrop(?P<p>0\.\d+)?)?(?P<st>_?self_training)?")
+
+
+def parse_row(row: str) -> Tuple[float, bool]:
+  """(modality dropout p, self-training) of a row name: 'fusion' (0, no), 'mdrop' (0.3, no),
+  'self_training' (0, yes), 'mdrop0.15_self_training' (0.15, yes), ..."""
+  match = _ROW.fullmatch(row)
+  if not row or match is None or (match["fusion"] and match["st"]):
+    raise ValueError(f"row {row!r}: expected 'fusion', 'mdrop[P]', 'self_training' or "
+                     f"'mdrop[P]_self_training' (P e.g. 0.15), as in {list(ROWS)}")
+  dropout = 0.0 if match["fusion"] or not row.startswith("mdrop") else float(
+      match["p"] or DEFAULT_DROPOUT)
+  return dropout, bool(match["st"])
+
+
+def row_name(row: str) -> str:
+  """The row's label in the README table."""
+  dropout, self_training = parse_row(row)
+  parts = ["attention fusion"] + ([f"modality dropout {dropout:g}"] if dropout else []) + (
+      ["self-training"] if self_training else [])
+  return " + ".join(parts)
 
 
 def _scores(probs: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
@@ -57,13 +79,15 @@ def _missing_scores(root: str, folds: int, fields: Sequence[str], labels: np.nda
   return out
 
 
-def run_row(row: str, root: str, variants: str = "") -> dict:
-  """One row's record (module docstring)."""
-  names = [v for v in (variants, "mdrop" if row.startswith("mdrop") else "") if v]
-  config = load_checkout_config("mer2024", ",".join(names))
+def run_row(row: str, root: str, variants: str = "", overrides: Mapping[str, Any] = ()) -> dict:
+  """One row's record (module docstring); `overrides` {dotted config key: value} are set on
+  the row's config (e.g. the real data's data.mertools keys)."""
+  dropout, self_training = parse_row(row)
+  config = multirun.with_values(load_checkout_config("mer2024", variants),
+                                **{"model.modality_dropout": dropout, **dict(overrides)})
   folds = int(config.protocol.folds)
   record = {}
-  if row.endswith("self_training"):
+  if self_training:
     rounds = multirun.self_training(
         config, os.path.join(root, "rounds"), rounds=int(config.protocol.self_training_rounds),
         top_k=int(config.protocol.top_k), eval_split="eval", pool_split="unlabelled")
@@ -83,11 +107,11 @@ def run_row(row: str, root: str, variants: str = "") -> dict:
 
 
 def run_rows(root: str, rows: Sequence[str] = ROWS, variants: str = "",
-             log: Callable[[str], None] = print) -> dict:
-  """Runs `rows` under `root`; returns {row: record}, also written to results.json/.md."""
-  unknown = [r for r in rows if r not in ROWS]
-  if unknown:
-    raise ValueError(f"unknown row(s) {unknown}; rows are {list(ROWS)}")
+             overrides: Mapping[str, Any] = (), log: Callable[[str], None] = print) -> dict:
+  """Runs `rows` under `root` (`run_row`); returns {row: record}, also written to
+  results.json/.md."""
+  for row in rows:
+    parse_row(row)
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, "results.json")
   results = {}
@@ -96,7 +120,7 @@ def run_rows(root: str, rows: Sequence[str] = ROWS, variants: str = "",
       results = json.load(f)
   for row in rows:
     start = time.time()
-    results[row] = {**run_row(row, os.path.join(root, row), variants),
+    results[row] = {**run_row(row, os.path.join(root, row), variants, overrides),
                     "wall_s": round(time.time() - start, 1)}
     multirun.write_json(path, results)
     log(f"MER2024 {row}: test {results[row]['test']}, missing {results[row]['missing']}")
@@ -116,12 +140,9 @@ def markdown(results: Dict[str, dict]) -> str:
   head = ["system", "test acc.", "test WAF", *[f"acc., no {f}" for f in fields],
           "val. WAF (folds)", "pseudo-labels", "wall time"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for row in ROWS:
-    if row not in results:
-      continue
-    r = results[row]
+  for row, r in results.items():
     added = sum(x["added"] for x in r.get("rounds", [])) if "rounds" in r else "-"
-    cells = [ROW_NAMES[row], _pct(r["test"]["accuracy"]), _pct(r["test"]["weighted_f1"]),
+    cells = [row_name(row), _pct(r["test"]["accuracy"]), _pct(r["test"]["weighted_f1"]),
              *[_pct(r["missing"][f]["accuracy"]) for f in fields],
              _pct(r["validation_weighted_f1"]), str(added), f"{r['wall_s']:.0f} s"]
     lines.append("| " + " | ".join(cells) + " |")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 from mmjax.config_files import load_checkout_config
 from mmjax.metrics.classification import confusion_matrix
@@ -40,12 +40,13 @@ REPORTED = ("eval/weighted_f1", "eval/mse", "eval/com", "test/accuracy", "test/w
             "test/mse", "test/com")
 
 
-def _row_config(row: str, variants: str):
+def _row_config(row: str, variants: str, overrides: Mapping[str, Any]):
   """configs/mer2023.py with the row's variants ('baseline' for the attention decision, 'l1'
-  for PNAO's sparse training) after `variants`."""
+  for PNAO's sparse training) after `variants`, then `overrides` {dotted key: value}."""
   names = [v for v in (variants, "baseline" if row in ("baseline", "pnao") else "",
                        "l1" if row.endswith("pnao") else "") if v]
-  return load_checkout_config("mer2023", ",".join(names))
+  return multirun.with_values(load_checkout_config("mer2023", ",".join(names)),
+                              **dict(overrides))
 
 
 def _pnao_row(config, root: str, rounds: int, k: float) -> dict:
@@ -68,9 +69,11 @@ def confusion_on_test(workdir: str) -> list:
 
 
 def run_table(root: str, variants: str = "", rows: Sequence[str] = ROWS, rounds: int = 0,
-              k: float = 0.0, log: Callable[[str], None] = print) -> dict:
+              k: float = 0.0, overrides: Mapping[str, Any] = (),
+              log: Callable[[str], None] = print) -> dict:
   """Runs `rows` (module docstring); rounds = PNAO rounds (0: config.pnao.rounds), k = the
-  NAOR (0: config.pnao.k). Returns
+  NAOR (0: config.pnao.k), overrides = {dotted config key: value} for every row (e.g. the real
+  data's data.mertools keys). Returns
   {row: record} and writes table1.json / table1.md / the figures under `root`."""
   unknown = [r for r in rows if r not in ROWS]
   if unknown:
@@ -82,7 +85,7 @@ def run_table(root: str, variants: str = "", rows: Sequence[str] = ROWS, rounds:
     with open(results_file) as f:
       results = json.load(f)
   for row in rows:
-    config = _row_config(row, variants)
+    config = _row_config(row, variants, overrides)
     start = time.time()
     workdir = os.path.join(root, row)
     if row.endswith("pnao"):
