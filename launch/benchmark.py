@@ -46,11 +46,12 @@ and labels): MER2023 (configs/mer2023.py: three attention fusions of HuBERT-larg
 2048 each, with MANet, 1024, and ResNet-50, 4096; joint decoders, AWL) and MER2024
 (configs/mer2024.py:mdrop: one attention fusion of audio 2048, image 768, text 5120 and video
 1024, modality dropout 0.3), examples/s, against the same MER2023 model in eager PyTorch (Adam,
-as many threads as cores) on the same batches: examples/s and mmjax / torch. Millisecond steps:
-on a shared CPU, other processes move the numbers (the header's load average says how busy).
+as many threads as cores, or --mer_torch_threads) on the same batches: examples/s and mmjax /
+torch (of the mean and of the fastest steps). Millisecond steps: on a shared CPU, other
+processes move the numbers, torch's most (the header's load average says how busy).
   python launch/benchmark.py --suite=mer  # batch 32, hidden 128, embed 64, 50 steps after 5
-  python launch/benchmark.py --suite=mer --mer_feature_dim=16 --mer_hidden=8 --mer_embed=8 \
-      --mer_batch=4 --mer_steps=1 --mer_warmup=0  # seconds
+  python launch/benchmark.py --suite=mer --mer_feature_dim=16 --mer_batch=4 --mer_steps=1 \
+      --mer_warmup=0  # under a minute, mostly compiling MER2023's step (about 20 s on 2 cores)
 
 collectives: the collectives (kind, count, bytes per device) that XLA puts in the sharded train
 steps of the --models (configs/ytb8m.py, --batch_size x --frames) and of CLIP contrastive
@@ -167,6 +168,8 @@ flags.DEFINE_integer("mer_feature_dim", 0, "--suite=mer: 0: the papers' feature 
                      "feature N wide.")
 flags.DEFINE_integer("mer_hidden", 0, "--suite=mer: model.hidden (0: the configs', 128).")
 flags.DEFINE_integer("mer_embed", 0, "--suite=mer: model.embed (0: the configs', 64).")
+flags.DEFINE_integer("mer_torch_threads", 0, "--suite=mer: torch's intra-op threads (0: the cores "
+                     "available, as XLA's CPU client uses).")
 flags.register_validator(
     "suite", lambda suites: bool(suites) and set(suites) <= set(SUITES)
     and len(set(suites)) == len(suites),
@@ -221,7 +224,8 @@ def run_suite(name: str):
     from mmjax.projects.mer2023 import benchmark
     return benchmark, benchmark.run_suite(
         batch_size=FLAGS.mer_batch, steps=FLAGS.mer_steps, warmup=FLAGS.mer_warmup,
-        feature_dim=FLAGS.mer_feature_dim, hidden=FLAGS.mer_hidden, embed=FLAGS.mer_embed)
+        feature_dim=FLAGS.mer_feature_dim, hidden=FLAGS.mer_hidden, embed=FLAGS.mer_embed,
+        torch_threads=FLAGS.mer_torch_threads)
   from mmjax.projects.emovclip import benchmark
   return benchmark, benchmark.run_suite(FLAGS.prompt_config, batch_size=FLAGS.prompt_batch,
                                         steps=FLAGS.clip_steps, warmup=FLAGS.clip_warmup,
