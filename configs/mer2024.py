@@ -35,8 +35,10 @@ FEATURES = {"audio": "hubert-large-L20-FRA", "image": "clip-UTT", "video": "emov
 
 
 def _missing_splits(fields) -> ml_collections.ConfigDict:
-  """'eval' (the test set) and 'test_no_<field>' (the test set with that modality missing)."""
-  return defaults.eval_splits(eval={}, **{f"test_no_{f}": {"missing_modalities": (f,)}
+  """'eval' (data.eval_split: the test set; a k-fold run's validation fold) and
+  'test_no_<field>' (the test set with that modality missing)."""
+  return defaults.eval_splits(eval={}, **{f"test_no_{f}": {"eval_split": "test",
+                                                          "missing_modalities": (f,)}
                                           for f in fields})
 
 

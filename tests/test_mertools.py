@@ -117,6 +117,10 @@ def test_label_files_and_features_convert_to_split_files(tmp_path):
   unlabelled = modality_arrays.load_split(os.path.join(directory, "test.npz"))
   assert unlabelled.fields["labelled"].tolist() == [0]
   assert mertools.resolve_files(config, log=lambda _: None) == (directory,)  # cached
+  write_feature(root, "manet", "UTT", "s1", np.full(2, 7.0))  # a re-extracted feature
+  directory, = mertools.resolve_files(config, log=lambda _: None)
+  split = modality_arrays.load_split(os.path.join(directory, "train.npz"))
+  np.testing.assert_array_equal(split.fields["face"][0], [7, 7])  # converted again
   missing = _write_csv(tmp_path / "more.csv", [("s1", "angry", "-2"), ("s9", "sad", "-1")])
   config.mertools.train_labels = missing
   with pytest.raises(ValueError, match=r"hubert-L18-FRA: no feature file for sample 's9'"):

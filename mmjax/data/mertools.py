@@ -25,8 +25,10 @@ one array per field, 'valence' float32 [N] (0 where unknown) and 'labelled' floa
 rows with a discrete label). Where the data come from (the data module's `resolve_files`):
   data.directory set                    its split files are used as they are;
   data.mertools.train_labels set        the label files and data.mertools.features_root are
-                                        converted once into the cache (keyed by the files'
-                                        paths, sizes and modification times);
+                                        converted once into the cache (keyed by the label
+                                        files' paths, sizes and modification times and by each
+                                        feature directory's file count, total size and latest
+                                        modification time, so edited inputs convert again);
   neither                               data.mertools.source: 'synthetic' (default), synthetic
                                         MERTools-format features (mmjax.data.synthetic_mertools)
                                         written once and converted the same way; 'avdigits',
@@ -240,6 +242,18 @@ def _file_key(path: str) -> list:
   return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
 
 
+def _directory_key(path: str) -> list:
+  """What identifies a feature directory's content in the cache key: its .npy files' count,
+  total size and latest mtime (a re-extracted feature converts again)."""
+  count = size = latest = 0
+  if os.path.isdir(path):
+    for entry in os.scandir(path):
+      if entry.name.endswith(".npy"):
+        stat = entry.stat()
+        count, size, latest = count + 1, size + stat.st_size, max(latest, stat.st_mtime_ns)
+  return [count, size, latest]
+
+
 def convert_splits(data_config: Any, label_files: Mapping[str, str], features_root: str,
                    log: Callable[[str], None] = print) -> str:
   """Converts the label files {split: path} with the features of data.mertools into split
@@ -255,7 +269,9 @@ def convert_splits(data_config: Any, label_files: Mapping[str, str], features_ro
   settings = {"version": CONVERTER_VERSION, "features_root": os.path.abspath(
       os.path.expanduser(features_root)), "features": features, "pooling": pooling,
               "max_frames": max_frames, "class_names": list(class_names),
-              "labels": {s: _file_key(os.path.expanduser(p)) for s, p in label_files.items()}}
+              "labels": {s: _file_key(os.path.expanduser(p)) for s, p in label_files.items()},
+              "feature_files": {d: _directory_key(os.path.join(os.path.expanduser(features_root),
+                                                               d)) for d in features.values()}}
 
   def write(tmp: str) -> None:
     for split, path in label_files.items():
