@@ -169,11 +169,22 @@ DIGIT_FEATURES = {"mfcc": "mfcc-FRA", "delta": "mfcc-delta-FRA", "delta2": "mfcc
                   "pixels": "pixels-UTT"}
 
 
+def mer_tiny(config: ml_collections.ConfigDict) -> None:
+  """The MER fusion configs' `tiny` variant: a few steps of 8-wide layers on 48 synthetic
+  training samples (seconds on a laptop CPU)."""
+  config.total_steps, config.batch_size, config.eval_batch_size = 6, 16, 64
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
+  config.model.embed, config.model.hidden = 8, 8
+  synthetic = config.data.mertools.synthetic
+  synthetic.num_train, synthetic.num_test, synthetic.num_unlabelled = 48, 24, 24
+
+
 def mer_digits(config: ml_collections.ConfigDict, structures) -> None:
   """Switches a MER fusion config to AV-digits as MERTools features
-  (mmjax.data.avdigits_mertools): the fields DIGIT_FEATURES, classes '0'..'9'."""
-  fields = tuple(sorted(DIGIT_FEATURES))
-  config.data.mertools.features = dict(DIGIT_FEATURES)
+  (mmjax.data.avdigits_mertools): the DIGIT_FEATURES fields `structures` read, classes
+  '0'..'9'."""
+  fields = tuple(sorted({f for s in structures for f in s}))
+  config.data.mertools.features = {f: DIGIT_FEATURES[f] for f in fields}
   config.data.mertools.source = "avdigits"
   config.data.class_names = tuple(str(d) for d in range(10))
   config.data.num_classes = 10

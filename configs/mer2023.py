@@ -60,10 +60,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
 
 def _tiny(config) -> None:
   """Seconds on a laptop CPU (tests)."""
-  set_keys(config, total_steps=6, batch_size=16, eval_batch_size=64, log_every_steps=3,
-           eval_every_steps=3, checkpoint_every_steps=3)
-  set_keys(config.model, embed=8, hidden=8)
-  set_keys(config.data.mertools.synthetic, num_train=48, num_test=24, num_unlabelled=24)
+  defaults.mer_tiny(config)
   config.pnao.rounds = 1
 
 

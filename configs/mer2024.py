@@ -61,10 +61,7 @@ def get_config(variants: str = "") -> ml_collections.ConfigDict:
 
 def _tiny(config) -> None:
   """Seconds on a laptop CPU (tests)."""
-  set_keys(config, total_steps=6, batch_size=16, eval_batch_size=64, log_every_steps=3,
-           eval_every_steps=3, checkpoint_every_steps=3)
-  set_keys(config.model, embed=8, hidden=8)
-  set_keys(config.data.mertools.synthetic, num_train=48, num_test=24, num_unlabelled=24)
+  defaults.mer_tiny(config)
   set_keys(config.protocol, folds=2, self_training_rounds=1, top_k=2)
 
 
@@ -76,12 +73,8 @@ def _mdrop(config) -> None:
 def _avdigits(config) -> None:
   """AV-digits: the MFCCs (pooled) and the picture; 10 % of the training rows labelled."""
   defaults.mer_digits(config, (("mfcc", "pixels"),))
-  fields = ("mfcc", "pixels")
-  config.data.mertools.features = {f: defaults.DIGIT_FEATURES[f] for f in fields}
-  config.data.modalities = fields
-  config.data.fields = fields + ("valence", "labelled")
   config.data.mertools.labelled = "few"
-  config.evals = _missing_splits(fields)
+  config.evals = _missing_splits(config.data.modalities)
 
 
 VARIANTS = {"tiny": _tiny, "mdrop": _mdrop, "avdigits": _avdigits}

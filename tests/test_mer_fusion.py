@@ -103,10 +103,13 @@ def test_predictions_fuse_the_structures_by_entropy_and_loss_is_eq_9(cache_dir):
   predictions = jax.tree.map(np.asarray, task.predictions(
       {"emotion_logits": logits, "valence": valence}))
   probs = _softmax(logits.astype(np.float64))
-  expected = fusion.entropy_fusion(np.swapaxes(probs, 0, 1))  # the host implementation
-  np.testing.assert_allclose(predictions["emotion"], expected, rtol=1e-5, atol=1e-6)
-  weights = fusion.entropy_weights(np.swapaxes(probs, 0, 1)).T
+  entropy = -(probs * np.log(probs)).sum(-1)                                # eq. 5, [B, S]
+  weights = (1 - entropy / entropy.sum(1, keepdims=True)) / (3 - 1)        # eq. 6
+  np.testing.assert_allclose(predictions["emotion"], np.einsum("bs,bsc->bc", weights, probs),
+                             rtol=1e-5, atol=1e-6)                          # eq. 7
   np.testing.assert_allclose(predictions["valence"], (weights * valence).sum(1), rtol=1e-5)
+  np.testing.assert_allclose(weights.T, fusion.entropy_weights(np.swapaxes(probs, 0, 1)),
+                             rtol=1e-9)  # the host implementation agrees
 
   labels = rng.integers(6, size=7)
   target = rng.normal(size=7).astype(np.float32)

@@ -34,8 +34,8 @@ from mmjax.transforms import gblend
 log = logging.getLogger("mmjax")
 
 __all__ = ["evaluations", "final_state", "k_fold", "offline_gblend", "plot_rounds", "pnao",
-           "predict", "schedule", "self_training", "train_unless_finished", "with_values",
-           "write_json"]
+           "predict", "read_json", "schedule", "self_training", "train_unless_finished",
+           "with_values", "write_json"]
 
 
 def with_values(config, **values):
@@ -482,6 +482,15 @@ def _init_entry(source: str):
   import ml_collections  # pylint: disable=import-outside-toplevel
   return ml_collections.ConfigDict(dict(source=source, step="latest", source_subtree="",
                                         target_subtree="", frozen=False))
+
+
+def read_json(path: str, default=None):
+  """The JSON value in `path`, or `default` when the file does not exist (a protocol's results
+  written by `write_json` before it was interrupted)."""
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
 
 
 def write_json(path: str, value) -> None:

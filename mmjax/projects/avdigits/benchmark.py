@@ -176,10 +176,7 @@ def run_rows(root: str, rows: Sequence[str] = ROWS, variants: str = "", **kwargs
   os.makedirs(root, exist_ok=True)
   bench = Benchmark(root, variants, **kwargs)
   path = os.path.join(root, "results.json")
-  results = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+  results = multirun.read_json(path, {})
   for row in rows:
     start = time.time()
     record = bench.run(row)

@@ -19,7 +19,6 @@ results.md; a killed run resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -114,10 +113,7 @@ def run_rows(root: str, rows: Sequence[str] = ROWS, variants: str = "",
     parse_row(row)
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, "results.json")
-  results = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+  results = multirun.read_json(path, {})
   for row in rows:
     start = time.time()
     results[row] = {**run_row(row, os.path.join(root, row), variants, overrides),

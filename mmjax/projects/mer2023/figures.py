@@ -19,9 +19,7 @@ import numpy as np
 from mmjax.parallel import path_to_str
 from mmjax.train import multirun
 
-__all__ = ["PRUNED_KERNELS", "pruned_weights", "write_all"]
-
-PRUNED_KERNELS = r".*_0/kernel"
+__all__ = ["pruned_weights", "write_all"]
 
 
 def _pyplot():
@@ -55,7 +53,7 @@ def confusion_figure(results: Dict[str, dict], path: str) -> None:
   plt.close(fig)
 
 
-def pruned_weights(workdir: str, prunable: str = PRUNED_KERNELS) -> np.ndarray:
+def pruned_weights(workdir: str, prunable: str) -> np.ndarray:
   """Every value of the kernels matching `prunable` in the final params of `workdir`."""
   pattern = re.compile(prunable)
   leaves = jax.tree_util.tree_leaves_with_path(multirun.final_state(workdir))
@@ -63,10 +61,12 @@ def pruned_weights(workdir: str, prunable: str = PRUNED_KERNELS) -> np.ndarray:
   return np.concatenate(values) if values else np.zeros(0)
 
 
-def weights_figure(rounds_root: str, num_rounds: int, path: str) -> None:
-  """Figure 4: a histogram line of the pruned layers' weight values after each round."""
+def weights_figure(rounds_root: str, num_rounds: int, prunable: str, path: str) -> None:
+  """Figure 4: a histogram line of the weight values of the kernels matching `prunable` (the
+  ones PNAO prunes) after each round."""
   plt = _pyplot()
-  values = [pruned_weights(os.path.join(rounds_root, f"round_{r}")) for r in range(num_rounds)]
+  values = [pruned_weights(os.path.join(rounds_root, f"round_{r}"), prunable)
+            for r in range(num_rounds)]
   limit = max(float(np.abs(v).max()) for v in values if v.size) or 1.0
   bins = np.linspace(-limit, limit, 81)
   fig, ax = plt.subplots(figsize=(5.2, 3.4))
@@ -91,4 +91,5 @@ def write_all(results: Dict[str, dict], root: str) -> None:
   if row is not None:
     records = results[row]["rounds"]
     multirun.plot_rounds(records, "eval/com", os.path.join(root, "figure3.png"))
-    weights_figure(os.path.join(root, row), len(records), os.path.join(root, "figure4.png"))
+    weights_figure(os.path.join(root, row), len(records), results[row]["prunable"],
+                   os.path.join(root, "figure4.png"))

@@ -58,6 +58,7 @@ def _pnao_row(config, root: str, rounds: int, k: float) -> dict:
   best = result["rounds"][result["best_round"]]
   return {"metrics": {m: best[m] for m in REPORTED}, "params": best["params"],
           "best_round": result["best_round"], "rounds": result["rounds"],
+          "prunable": config.pnao.prunable,
           "workdir": os.path.join(root, f"round_{result['best_round']}")}
 
 
@@ -80,10 +81,7 @@ def run_table(root: str, variants: str = "", rows: Sequence[str] = ROWS, rounds:
     raise ValueError(f"unknown Table 1 row(s) {unknown}; rows are {list(ROWS)}")
   os.makedirs(root, exist_ok=True)
   results_file = os.path.join(root, "table1.json")
-  results = {}
-  if os.path.exists(results_file):
-    with open(results_file) as f:
-      results = json.load(f)
+  results = multirun.read_json(results_file, {})
   for row in rows:
     config = _row_config(row, variants, overrides)
     start = time.time()
